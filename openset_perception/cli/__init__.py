@@ -1,0 +1,1 @@
+"""The ``openset-perception`` command: thin adapters from argparse to the core modules."""

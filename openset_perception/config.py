@@ -1,0 +1,69 @@
+"""YAML configuration files, validated on load.
+
+Schemas are pydantic models with ``extra='forbid'``, so an unknown or misspelt key, a wrong type or
+a missing required value fails at start with a message naming the key path (``optimizer.lr``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+SchemaT = TypeVar("SchemaT", bound="StrictModel")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config schema: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def load_config(path: str | Path, schema: type[SchemaT], overrides: dict | None = None) -> SchemaT:
+    """Read YAML at ``path``, apply dotted-key ``overrides`` ({"optimizer.lr": 1e-4}), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return validate_config(data, schema, source=str(path))
+
+
+def validate_config(data: dict, schema: type[SchemaT], source: str = "config") -> SchemaT:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_describe(e)}" for e in error.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return f"{error['msg']} (got {error.get('input')!r})"
+
+
+def _set_dotted(data: dict, dotted: str, value: object) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{key}' is not a mapping")
+    node[leaf] = value

@@ -1,0 +1,260 @@
+"""The inference engine: uint8 camera frames in, semantic / anomaly / open-set maps out.
+
+This is the single code path used by the ROS node, dataset and rosbag evaluation, the demo,
+benchmarks and validation during training. Preprocessing (normalisation, optional resize, padding
+to the network stride) and postprocessing (upsampling, scoring, argmax, open-set fusion, depth
+binning) run on the model's device; only the final uint8/float32 maps travel back to the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from openset_perception.checkpoint import ModelCard, load_checkpoint
+from openset_perception.depth import DepthBins, DepthBinStats, depth_bin_statistics
+from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
+from openset_perception.scoring import SCORE_METHODS, anomaly_score, open_set_from_semantic
+
+LOGGER = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OUTPUTS = ("semantic", "anomaly_score", "open_set", "depth_report")
+
+
+@dataclass
+class FrameResult:
+    """Per-frame maps for a batch of B frames; outputs that were not requested are None."""
+
+    semantic: np.ndarray | None  # (B,H,W) uint8 train ids
+    anomaly_score: np.ndarray | None  # (B,H,W) float32, higher = more anomalous
+    open_set: np.ndarray | None  # (B,H,W) uint8, K = unknown
+    depth_report: list[list[DepthBinStats] | None] | None  # per frame; None where no depth came
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DenseMaps:
+    """Full-resolution device tensors, for callers that keep computing on the device (validation)."""
+
+    logits: torch.Tensor  # (B,K,H,W) float
+    score: torch.Tensor  # (B,H,W) float32
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it falls back to CPU with a loud warning."""
+    requested = str(device)
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        LOGGER.warning(
+            "CUDA device '%s' requested but CUDA is not available: running on the CPU (slow)", requested
+        )
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "fp16" and device.type == "cpu":
+        LOGGER.warning("fp16 is not supported on the CPU: using fp32")
+        return "fp32"
+    return precision
+
+
+class Segmenter:
+    """A loaded model plus its card, ready to segment batches of HxWx3 uint8 RGB frames."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        card: ModelCard,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.card = card
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._pad_multiple = int(getattr(getattr(model, "backbone", None), "pad_multiple", 32))
+        self.score_method = card.score_method
+        self.score_temperature = card.score_temperature
+        self.threshold = card.threshold if card.threshold is not None else math.inf
+        self.depth_bins = DepthBins()
+        if card.threshold is None:
+            LOGGER.warning("model card has no calibrated threshold: no pixel will be labelled unknown")
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", precision: str = "fp32"
+    ) -> Segmenter:
+        model, card = load_checkpoint(path, device="cpu")
+        return cls(model, card, device=device, precision=precision)
+
+    @property
+    def num_classes(self) -> int:
+        return self.card.num_classes
+
+    @property
+    def score_method(self) -> str:
+        return self._score_method
+
+    @score_method.setter
+    def score_method(self, method: str) -> None:
+        if method not in SCORE_METHODS:
+            raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+        self._score_method = method
+
+    def warmup(self, height: int, width: int, batch: int = 1, iterations: int = 2) -> None:
+        """Run dummy frames so kernels are selected and memory is allocated before real traffic."""
+        frames = [np.zeros((height, width, 3), dtype=np.uint8)] * batch
+        for _ in range(iterations):
+            self.segment(frames)
+
+    @torch.inference_mode()
+    def segment(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        depth: Sequence[np.ndarray | None] | None = None,
+        outputs: Sequence[str] = OUTPUTS,
+    ) -> FrameResult:
+        """Segment a batch of same-size frames (e.g. several cameras) in one forward pass.
+
+        ``depth``: per frame, HxW float32 metres (NaN/0/inf invalid) or None; ``outputs`` limits what is
+        computed and copied back (the node skips outputs nobody subscribes to).
+        """
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUTS}")
+        frames = _check_frames(images)
+        depth_list = _check_depth(depth, frames)
+        timings: dict[str, float] = {}
+
+        with self._timed("preprocess", timings):
+            batch = hwc_batch_to_tensor(frames, self.device, pin_memory=True)
+        dense = self.dense_maps(batch, timings)
+
+        wanted = set(outputs)
+        result = FrameResult(None, None, None, None, timings)
+        with self._timed("postprocess", timings):
+            semantic = dense.logits.argmax(dim=1) if wanted & {"semantic", "open_set"} else None
+            if "open_set" in wanted:
+                open_set = open_set_from_semantic(semantic, dense.score, self.threshold, self.num_classes)
+                result.open_set = open_set.to(torch.uint8).cpu().numpy()
+            if "semantic" in wanted:
+                result.semantic = semantic.to(torch.uint8).cpu().numpy()
+            if "anomaly_score" in wanted:
+                result.anomaly_score = dense.score.cpu().numpy()
+        if "depth_report" in wanted and depth_list is not None:
+            with self._timed("depth", timings):
+                result.depth_report = self._depth_report(dense.score, depth_list)
+        return result
+
+    def dense_maps(self, batch: torch.Tensor, timings: dict[str, float] | None = None) -> DenseMaps:
+        """(B,3,H,W) uint8 tensor on the device -> full-resolution logits and anomaly score."""
+        timings = {} if timings is None else timings
+        height, width = batch.shape[-2:]
+        with self._timed("preprocess", timings):
+            x = normalize(batch, self.card.normalization)
+            if self.card.input_size is not None and tuple(self.card.input_size) != (height, width):
+                x = F.interpolate(x, size=tuple(self.card.input_size), mode="bilinear", align_corners=False)
+            net_height, net_width = x.shape[-2:]
+            x, _ = pad_to_multiple(x, self._pad_multiple)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+        with self._timed("network", timings), self._autocast():
+            out = self.model(x)
+        with self._timed("scoring", timings):
+            out = _crop_and_resize(out, (net_height, net_width), (height, width))
+            score = anomaly_score(out, self.score_method, self.score_temperature)
+            # Saturated fp16 heads can still produce inf after the float32 cast; keep the contract: finite.
+            score = torch.nan_to_num(score, nan=0.0, posinf=1e30, neginf=-1e30)
+        return DenseMaps(logits=out.logits, score=score)
+
+    def _depth_report(
+        self, score: torch.Tensor, depth_list: list[np.ndarray | None]
+    ) -> list[list[DepthBinStats] | None]:
+        with_depth = [i for i, d in enumerate(depth_list) if d is not None]
+        report: list[list[DepthBinStats] | None] = [None] * len(depth_list)
+        if not with_depth:
+            return report
+        depth = torch.from_numpy(np.stack([depth_list[i] for i in with_depth])).to(self.device)
+        stats = depth_bin_statistics(score[with_depth], depth, self.threshold, self.depth_bins)
+        for i, frame_stats in zip(with_depth, stats, strict=True):
+            report[i] = frame_stats
+        return report
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    @contextmanager
+    def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+def _crop_and_resize(out, net_size: tuple[int, int], frame_size: tuple[int, int]):
+    """Drop the padding, then bring the maps back to the frame size if the card asked for a resize."""
+    net_height, net_width = net_size
+
+    def fix(t: torch.Tensor) -> torch.Tensor:
+        t = t[..., :net_height, :net_width]
+        if (net_height, net_width) != frame_size:
+            t = F.interpolate(t.float(), size=frame_size, mode="bilinear", align_corners=False)
+        return t
+
+    return type(out)(fix(out.logits), fix(out.ood_logit), [fix(p) for p in out.probe_logits])
+
+
+def _check_frames(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    frames = list(images) if not isinstance(images, np.ndarray) or images.ndim == 4 else [images]
+    if not frames:
+        raise ValueError("segment() needs at least one frame")
+    for i, frame in enumerate(frames):
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame {i}: expected HxWx3 uint8 RGB, got {frame.shape} {frame.dtype}")
+        if frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise ValueError(f"frame {i}: empty image {frame.shape}")
+    sizes = {f.shape[:2] for f in frames}
+    if len(sizes) > 1:
+        raise ValueError(f"frames of one batch must share a size, got {sorted(sizes)}")
+    return frames
+
+
+def _check_depth(
+    depth: Sequence[np.ndarray | None] | None, frames: list[np.ndarray]
+) -> list[np.ndarray | None] | None:
+    if depth is None:
+        return None
+    depth = list(depth)
+    if len(depth) != len(frames):
+        raise ValueError(f"{len(depth)} depth maps for {len(frames)} frames")
+    checked: list[np.ndarray | None] = []
+    for i, (d, frame) in enumerate(zip(depth, frames, strict=True)):
+        if d is not None:
+            if d.shape != frame.shape[:2]:
+                raise ValueError(
+                    f"frame {i}: depth size {d.shape} does not match image size {frame.shape[:2]}"
+                )
+            d = np.ascontiguousarray(d, dtype=np.float32)
+        checked.append(d)
+    return checked

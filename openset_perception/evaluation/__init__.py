@@ -1,0 +1,1 @@
+"""Dataset evaluation and report writing."""

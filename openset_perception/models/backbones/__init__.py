@@ -1,0 +1,18 @@
+"""Dense feature extractors; see docs/ARCHITECTURE.md for the FeatureNet contract."""
+
+from openset_perception.models.backbones.base import DenseFeatures, FeatureNet
+from openset_perception.models.backbones.deeplab import DeepLabV3Plus, deeplabv3plus_r50, deeplabv3plus_r101
+from openset_perception.models.backbones.ladder import LadderNet
+from openset_perception.models.backbones.ldn import ldn121
+from openset_perception.models.backbones.swiftnet import swiftnet_rn18
+
+__all__ = [
+    "DeepLabV3Plus",
+    "DenseFeatures",
+    "FeatureNet",
+    "LadderNet",
+    "deeplabv3plus_r50",
+    "deeplabv3plus_r101",
+    "ldn121",
+    "swiftnet_rn18",
+]

@@ -1,0 +1,123 @@
+"""OpenSetSegmenter: backbone + closed-set classifier + inlier-posterior head (+ optional MOoSe probes)."""
+
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+from torch import Tensor, nn
+
+from openset_perception.models.blocks import ConvBNReLU, resize_to
+from openset_perception.models.registry import build_backbone, check_backbone_name
+
+PROBE_CHANNELS = 256
+
+
+class SegmenterOutput(NamedTuple):
+    logits: Tensor  # (B, K, H, W)
+    ood_logit: Tensor  # (B, 1, H, W): g(z), P(d_in | x) = sigmoid(g)
+    probe_logits: list[Tensor]  # one (B, K, H, W) map per MOoSe probe; [] without probes
+
+
+def _is_int_at_least(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Everything needed to rebuild the network; stored as a plain dict in the model card."""
+
+    backbone: str
+    num_classes: int
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    moose_probes: bool = False
+    probe_depth: int = 3
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self.backbone)
+        if not _is_int_at_least(self.num_classes, 1):
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if not _is_int_at_least(self.probe_depth, 0):
+            raise ValueError(f"probe_depth must be a non-negative integer, got {self.probe_depth!r}")
+        if not isinstance(self.moose_probes, bool):
+            raise ValueError(f"moose_probes must be a bool, got {self.moose_probes!r}")
+        if not isinstance(self.backbone_kwargs, Mapping):
+            raise ValueError(f"backbone_kwargs must be a mapping, got {self.backbone_kwargs!r}")
+        # A private copy: the caller's dict may change later, the spec must not.
+        object.__setattr__(self, "backbone_kwargs", dict(self.backbone_kwargs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArchitectureSpec":
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown ArchitectureSpec keys {unknown}; valid keys: {known}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"ArchitectureSpec is missing required keys {missing}")
+        return cls(**data)
+
+
+class ProbeHead(nn.Sequential):
+    """MOoSe probe: 1x1 to 256 (BN, ReLU), ``depth`` x [3x3 conv, BN, ReLU], 1x1 classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int) -> None:
+        super().__init__(
+            ConvBNReLU(in_channels, PROBE_CHANNELS, kernel_size=1),
+            *(ConvBNReLU(PROBE_CHANNELS, PROBE_CHANNELS, kernel_size=3) for _ in range(depth)),
+            nn.Conv2d(PROBE_CHANNELS, num_classes, kernel_size=1),
+        )
+
+
+class OpenSetSegmenter(nn.Module):
+    """Class logits s, inlier-posterior logit g(z) and MOoSe probe logits from one forward pass.
+
+    ``classifier`` and ``ood_head`` both read the pre-logits z. Probes read detached features, so
+    no gradient from a probe loss reaches the backbone, the classifier or the inlier head.
+    """
+
+    def __init__(self, spec: ArchitectureSpec, pretrained: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = build_backbone(spec.backbone, pretrained=pretrained, **spec.backbone_kwargs)
+        channels = self.backbone.prelogit_channels
+        self.classifier = nn.Conv2d(channels, spec.num_classes, kernel_size=1)
+        self.ood_head = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, 1, kernel_size=1)
+        )
+        if spec.moose_probes and not self.backbone.probe_channels:
+            raise ValueError(f"backbone {spec.backbone!r} has no spatial-pyramid branches for MOoSe probes")
+        probe_inputs = self.backbone.probe_channels if spec.moose_probes else []
+        self.probes = nn.ModuleList(
+            ProbeHead(in_channels, spec.num_classes, spec.probe_depth) for in_channels in probe_inputs
+        )
+
+    def forward(self, x: Tensor, upsample: bool = True) -> SegmenterOutput:
+        """``upsample=False`` returns the maps at the backbone's output stride."""
+        features = self.backbone(x, with_probes=len(self.probes) > 0)
+        logits = self.classifier(features.prelogits)
+        ood_logit = self.ood_head(features.prelogits)
+        probe_logits = [probe(f) for probe, f in zip(self.probes, features.probe_features, strict=True)]
+        if upsample:
+            size = x.shape[-2:]
+            logits = resize_to(logits, size)
+            ood_logit = resize_to(ood_logit, size)
+            probe_logits = [resize_to(p, size) for p in probe_logits]
+        return SegmenterOutput(logits, ood_logit, probe_logits)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return self.backbone.encoder_parameters()
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        heads = [*self.classifier.parameters(), *self.ood_head.parameters()]
+        return self.backbone.decoder_parameters() + heads
+
+    def probe_parameters(self) -> list[nn.Parameter]:
+        return list(self.probes.parameters())
+
+
+def build_model(spec: ArchitectureSpec, pretrained: bool = False) -> OpenSetSegmenter:
+    return OpenSetSegmenter(spec, pretrained=pretrained)

@@ -1,0 +1,63 @@
+"""Turn uint8 RGB frames into the network's normalised input: the one place normalisation happens.
+
+Training, validation, the engine and the benchmarks all call these functions, so a model always sees
+the same input distribution it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean/std in [0, 1] units; mean 0 / std 1 is plain [0, 1] RGB (the LDN reference)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Normalization:
+        return cls(mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]))
+
+
+def normalize(
+    images: torch.Tensor, normalization: Normalization, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(B,3,H,W) uint8 or [0,1] float -> normalised float tensor of ``dtype`` on the images' device."""
+    x = images.to(dtype)
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    mean = torch.tensor(normalization.mean, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(normalization.std, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad (the normalised mean colour) bottom/right so H and W are multiples of ``multiple``."""
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x, (height, width)
+
+
+def hwc_batch_to_tensor(frames: Sequence, device: torch.device, pin_memory: bool = False) -> torch.Tensor:
+    """Stack HxWx3 uint8 numpy frames into a (B,3,H,W) uint8 tensor on ``device``."""
+    import numpy as np
+
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
+    if pin_memory and device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2)

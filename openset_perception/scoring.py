@@ -1,0 +1,123 @@
+"""Dense anomaly scores and open-set fusion.
+
+Every score follows one convention: higher = more anomalous, float32, finite everywhere (saturated
+logits of +-1e4 included), shape (B, H, W). Scores work on any stride: the engine upsamples logits
+to the input size first, as the papers do, so ranking metrics see full-resolution maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+SCORE_METHODS = (
+    "densehybrid",
+    "generative",
+    "discriminative",
+    "msp",
+    "max_logit",
+    "entropy",
+    "energy",
+    "moose_msp",
+    "moose_entropy",
+    "moose_max_logit",
+)
+MOOSE_METHODS = ("moose_msp", "moose_entropy", "moose_max_logit")
+
+
+class DenseOutputs(Protocol):
+    logits: torch.Tensor
+    ood_logit: torch.Tensor
+    probe_logits: Sequence[torch.Tensor]
+
+
+def densehybrid_score(logits: torch.Tensor, ood_logit: torch.Tensor) -> torch.Tensor:
+    """s_H = ln P(d_out|x) - ln p^(x) = logsigmoid(-g) - logsumexp(s) (thesis eq. 4.11)."""
+    return discriminative_score(ood_logit) + generative_score(logits)
+
+
+def generative_score(logits: torch.Tensor) -> torch.Tensor:
+    """-ln p^(x): the negative unnormalised log-likelihood (free energy at T = 1)."""
+    return -torch.logsumexp(logits.float(), dim=1)
+
+
+def discriminative_score(ood_logit: torch.Tensor) -> torch.Tensor:
+    """ln P(d_out|x) = logsigmoid(-g); logsigmoid stays finite where log(1 - sigmoid) would give -inf."""
+    return F.logsigmoid(-ood_logit.float()).squeeze(1)
+
+
+def msp_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return -torch.softmax(logits.float() / temperature, dim=1).amax(dim=1)
+
+
+def max_logit_score(logits: torch.Tensor) -> torch.Tensor:
+    return -logits.float().amax(dim=1)
+
+
+def entropy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    log_p = torch.log_softmax(logits.float() / temperature, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return -temperature * torch.logsumexp(logits.float() / temperature, dim=1)
+
+
+def _ensemble_probabilities(outputs: DenseOutputs, temperature: float) -> torch.Tensor:
+    heads = [outputs.logits, *outputs.probe_logits]
+    return torch.stack([torch.softmax(h.float() / temperature, dim=1) for h in heads]).mean(dim=0)
+
+
+def _require_probes(outputs: DenseOutputs, method: str) -> None:
+    if not outputs.probe_logits:
+        raise ValueError(f"score method '{method}' needs a model with MOoSe probe heads (moose_probes: true)")
+
+
+def anomaly_score(
+    outputs: DenseOutputs, method: str = "densehybrid", temperature: float = 1.0
+) -> torch.Tensor:
+    """Dense anomaly score (B, H, W) of ``method`` (one of SCORE_METHODS) from a model's outputs."""
+    logits = outputs.logits
+    if method == "densehybrid":
+        return densehybrid_score(logits, outputs.ood_logit)
+    if method == "generative":
+        return generative_score(logits)
+    if method == "discriminative":
+        return discriminative_score(outputs.ood_logit)
+    if method == "msp":
+        return msp_score(logits, temperature)
+    if method == "max_logit":
+        return max_logit_score(logits)
+    if method == "entropy":
+        return entropy_score(logits, temperature)
+    if method == "energy":
+        return energy_score(logits, temperature)
+    if method in MOOSE_METHODS:
+        _require_probes(outputs, method)
+        if method == "moose_max_logit":
+            averaged = torch.stack([h.float() for h in (logits, *outputs.probe_logits)]).mean(dim=0)
+            return max_logit_score(averaged)
+        probs = _ensemble_probabilities(outputs, temperature)
+        if method == "moose_msp":
+            return -probs.amax(dim=1)
+        # The averaged softmax can underflow to exactly 0; clamping keeps 0 * log 0 at 0 instead of NaN.
+        return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(dim=1)
+    raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+
+
+def open_set_labels(logits: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Closed-set argmax, with label K (= number of known classes) where score >= threshold.
+
+    ``>=`` matches the operating point the metrics report as ``threshold_at_tpr95``.
+    """
+    return open_set_from_semantic(logits.argmax(dim=1), score, threshold, logits.shape[1])
+
+
+def open_set_from_semantic(
+    semantic: torch.Tensor, score: torch.Tensor, threshold: float, num_known: int
+) -> torch.Tensor:
+    """Open-set map from an already computed argmax (saves a second argmax in the engine)."""
+    return torch.where(score >= threshold, torch.full_like(semantic, num_known), semantic)
