@@ -57,6 +57,15 @@ _PIXEL_FORMATS: dict[str, _PixelFormat] = {
     "64FC1": _PixelFormat(np.dtype("<f8"), 1),
 }
 
+_TO_RGB = {
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "8UC4": cv2.COLOR_RGBA2RGB,
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+    "8UC1": cv2.COLOR_GRAY2RGB,
+    "mono16": cv2.COLOR_GRAY2RGB,
+}
 _MILLIMETRE_DEPTH_ENCODINGS = ("16UC1", "mono16")
 _METRE_DEPTH_ENCODINGS = ("32FC1", "64FC1")
 _COMPRESSED_DEPTH_HEADER = np.dtype([("format", "<i4"), ("quant_a", "<f4"), ("quant_b", "<f4")])
@@ -135,7 +144,8 @@ def decode_color(msg: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an ``Image`` or a JPEG/PNG ``CompressedImage``.
 
     Mono images are replicated to three channels (mono16 keeps its high byte), alpha is dropped.
-    The generic 8UC3/8UC4 encodings carry no channel order and are taken as RGB(A).
+    The generic 8UC3/8UC4 encodings carry no channel order and are taken as RGB(A). An rgb8/8UC3
+    result may share memory with ``msg.data``, like ``image_to_numpy``.
     """
     if _is_compressed(msg):
         return _decode_compressed_color(msg)
@@ -143,16 +153,12 @@ def decode_color(msg: Any) -> np.ndarray:
     pixels = image_to_numpy(msg)
     if encoding in ("rgb8", "8UC3"):
         return pixels
-    if encoding in ("rgba8", "8UC4"):
-        return np.ascontiguousarray(pixels[..., :3])
-    if encoding == "bgr8":
-        return np.ascontiguousarray(pixels[..., ::-1])
-    if encoding == "bgra8":
-        return np.ascontiguousarray(pixels[..., 2::-1])
-    if encoding in ("mono8", "8UC1"):
-        return np.repeat(pixels[..., None], 3, axis=2)
     if encoding == "mono16":
-        return np.repeat((pixels >> 8).astype(np.uint8)[..., None], 3, axis=2)
+        pixels = (pixels >> 8).astype(np.uint8)
+    # cv2.cvtColor rather than numpy channel slicing: a reversed-channel copy is ~50x slower in numpy.
+    conversion = _TO_RGB.get(encoding)
+    if conversion is not None:
+        return cv2.cvtColor(pixels, conversion)
     raise ImageDecodeError(f"encoding {encoding!r} is not a colour or mono image encoding")
 
 
@@ -165,7 +171,7 @@ def _decode_compressed_color(msg: Any) -> np.ndarray:
     # channel order, which is BGR unless the publisher says it compressed rgb8 as is.
     if format_name.strip().endswith("compressed rgb8"):
         return bgr_or_rgb
-    return np.ascontiguousarray(bgr_or_rgb[..., ::-1])
+    return cv2.cvtColor(bgr_or_rgb, cv2.COLOR_BGR2RGB)
 
 
 def decode_depth(msg: Any) -> np.ndarray:
@@ -210,13 +216,15 @@ def _decode_compressed_depth(msg: Any) -> np.ndarray:
     header_size = _COMPRESSED_DEPTH_HEADER.itemsize
     if payload.size <= header_size:
         raise ImageDecodeError(
-            f"truncated compressedDepth payload: {payload.size} bytes, need a {header_size}-byte header and a PNG"
+            f"truncated compressedDepth payload: {payload.size} bytes, "
+            f"need a {header_size}-byte header and a PNG"
         )
     header = payload[:header_size].copy().view(_COMPRESSED_DEPTH_HEADER)[0]
     quantised = _imdecode(payload[header_size:], cv2.IMREAD_UNCHANGED, format_name)
     if quantised.dtype != np.uint16 or quantised.ndim != 2:
         raise ImageDecodeError(
-            f"compressedDepth PNG must be single-channel 16-bit, got {quantised.dtype} with shape {quantised.shape}"
+            "compressedDepth PNG must be single-channel 16-bit, "
+            f"got {quantised.dtype} with shape {quantised.shape}"
         )
     if encoding in _MILLIMETRE_DEPTH_ENCODINGS:
         return _millimetres_to_metres(quantised)
@@ -294,7 +302,7 @@ def numpy_to_compressed(
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"expected (H, W, 3) or (H, W) uint8, got {image.dtype} with shape {image.shape}")
     if image.ndim == 3:
-        payload_image = np.ascontiguousarray(image[..., ::-1])
+        payload_image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         format_name = f"rgb8; {format} compressed bgr8"
     else:
         payload_image = np.ascontiguousarray(image)

@@ -105,7 +105,3 @@ def validate_sample(sample: Sample, info: DatasetInfo | None = None) -> None:
                 f"{label}: semantic ids must be < {info.num_classes + 1} or 255, "
                 f"found {np.unique(bad_ids).tolist()}"
             )
-    if sample.depth is not None:
-        valid_depth = sample.depth[~np.isnan(sample.depth)]
-        if not np.all(np.isfinite(valid_depth) & (valid_depth > 0)):
-            raise ValueError(f"{label}: depth must be finite positive metres, or NaN where invalid")

@@ -79,7 +79,7 @@ _BACKDROP_TREES = np.array([45, 75, 40], np.float32)
 _SIDEWALK_COLOURS = np.array([(165, 165, 160), (170, 125, 112), (182, 172, 152)], dtype=np.float32)
 _TERRAIN_COLOURS = np.array([(95, 125, 60), (140, 130, 82)], dtype=np.float32)
 
-Shade = tuple[np.ndarray, np.ndarray, np.ndarray | int]
+Shade = tuple[np.ndarray, np.ndarray, int]  # (mask, colour, label)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,8 @@ class _Prop:
     z: float
     half_width: float
     top: float
-    shade: Callable[[np.ndarray, np.ndarray, np.ndarray], Shade]
+    shade: Callable[[np.ndarray, np.ndarray, np.ndarray, float], Shade]  # (x, y, grain, metres per pixel)
+    base_half_width: float  # of what touches the ground (trunk, shaft, body), for collisions
     footprint_length: float = 0.5
 
 
@@ -210,7 +211,7 @@ class _Canvas:
         self.label = np.full((height, width), SKY, np.uint8)
         self.depth = np.full((height, width), np.inf, np.float32)
         self.anomaly = np.zeros((height, width), np.uint8)
-        self.material = np.full((height, width), SKY_MATERIAL, np.int32)
+        self.material = np.full((height, width), SKY_MATERIAL, np.intp)  # np.take wants intp
         self.brightness = np.ones((height, width), np.float32)
         self.colour = np.zeros((3, height, width), np.float32)  # planar: per-channel ops stay contiguous
 
@@ -389,7 +390,7 @@ def _car(rng: np.random.Generator, x: float, z: float) -> _Prop:
     glass = _jitter(rng, np.array([45, 55, 65], np.float32), 10)
     light = _jitter(rng, np.array([200, 30, 25], np.float32), 20)
 
-    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray) -> Shade:
+    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray, pixel_m: float) -> Shade:
         xn, yn = xs / width, ys / height
         cabin_half = 0.47 - 0.12 * (yn - 0.55) / 0.45
         body_part = (np.abs(xn) <= 0.5) & (yn >= 0.12) & (yn < 0.55)
@@ -405,7 +406,8 @@ def _car(rng: np.random.Generator, x: float, z: float) -> _Prop:
         colour[tyres] = (22, 22, 24)
         return mask, colour, CAR
 
-    return _Prop("car", x, z, 0.5 * width, height, shade, footprint_length=float(rng.uniform(4.0, 5.0)))
+    length = float(rng.uniform(4.0, 5.0))
+    return _Prop("car", x, z, 0.5 * width, height, shade, 0.5 * width, footprint_length=length)
 
 
 def _pole(rng: np.random.Generator, x: float, z: float, toward_road: int) -> _Prop:
@@ -414,17 +416,17 @@ def _pole(rng: np.random.Generator, x: float, z: float, toward_road: int) -> _Pr
     arm = float(rng.uniform(0, 2.0))
     metal = _jitter(rng, np.array([120, 122, 125], np.float32), 20)
 
-    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray) -> Shade:
-        shaft = (np.abs(xs) <= 0.5 * width) & (ys > 0) & (ys <= height)
+    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray, pixel_m: float) -> Shade:
+        shaft = (np.abs(xs) <= _visible_half_width(width, pixel_m)) & (ys > 0) & (ys <= height)
         reach = xs * toward_road
-        arm_part = (reach >= 0) & (reach <= arm) & (ys > height - 0.15) & (ys <= height)
+        arm_part = (reach >= 0) & (reach <= arm) & (ys > height - max(0.15, pixel_m)) & (ys <= height)
         lamp = (arm > 0.5) & (np.abs(reach - arm) <= 0.3) & (ys > height - 0.35) & (ys <= height)
         colour = (
             np.broadcast_to(metal, (*grain.shape, 3)) * (0.85 + 0.02 * ys[..., None]) + 3 * grain[..., None]
         )
         return shaft | arm_part | lamp, colour, POLE
 
-    return _Prop("pole", x, z, max(0.5 * width, arm + 0.3), height, shade)
+    return _Prop("pole", x, z, max(0.5 * width, arm + 0.3), height, shade, 0.5 * width)
 
 
 def _tree(rng: np.random.Generator, x: float, z: float) -> _Prop:
@@ -444,8 +446,9 @@ def _tree(rng: np.random.Generator, x: float, z: float) -> _Prop:
     bark = _jitter(rng, np.array([85, 65, 45], np.float32), 12)
     top = float((circles[:, 1] + circles[:, 2]).max())
 
-    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray) -> Shade:
-        trunk = (np.abs(xs) <= 0.5 * trunk_width) & (ys > 0) & (ys <= trunk_height + 0.5 * radius)
+    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray, pixel_m: float) -> Shade:
+        trunk_rows = (ys > 0) & (ys <= trunk_height + 0.5 * radius)
+        trunk = (np.abs(xs) <= _visible_half_width(trunk_width, pixel_m)) & trunk_rows
         crown = np.zeros(grain.shape, bool)
         for cx, cy, r in circles:
             crown |= (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
@@ -453,7 +456,12 @@ def _tree(rng: np.random.Generator, x: float, z: float) -> _Prop:
         colour = colour + 6 * grain[..., None]
         return trunk | crown, colour, VEGETATION
 
-    return _Prop("tree", x, z, radius * 1.7, top, shade)
+    return _Prop("tree", x, z, radius * 1.7, top, shade, 0.5 * trunk_width)
+
+
+def _visible_half_width(width_m: float, pixel_m: float) -> float:
+    """Half width of a thin part, widened to one pixel so it does not vanish between pixel centres."""
+    return 0.5 * max(width_m, pixel_m)
 
 
 def _pattern(rng: np.random.Generator) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -474,33 +482,35 @@ def _pattern(rng: np.random.Generator) -> Callable[[np.ndarray, np.ndarray], np.
 
 def _anomaly_shape(
     rng: np.random.Generator,
-) -> tuple[float, float, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    """(half width, top, mask function over metre coordinates) of one anomaly silhouette."""
+) -> tuple[float, float, Callable[[np.ndarray, np.ndarray, float], np.ndarray]]:
+    """(half width, top, mask function of metre coordinates and metres per pixel) of one silhouette."""
     kind = rng.choice(["crate", "quadruped", "tyre", "star"])
     if kind == "crate":
         half, top = float(rng.uniform(0.2, 0.75)), float(rng.uniform(0.3, 1.2))
-        return half, top, lambda xs, ys: (np.abs(xs) <= half) & (ys > 0) & (ys <= top)
+        return half, top, lambda xs, ys, pixel_m: (np.abs(xs) <= half) & (ys > 0) & (ys <= top)
     if kind == "quadruped":
         length = float(rng.uniform(0.6, 1.8))
         body_h, leg_h, head_r = 0.45 * length, float(rng.uniform(0.3, 0.7)) * length, 0.2 * length
         facing = 1 if rng.random() < 0.5 else -1
-        head_x, head_y = facing * (0.5 * length + 0.6 * head_r), leg_h + body_h + 0.2 * head_r
+        # Head centred over the body's end, high enough to read as a head but overlapping the body.
+        head_x, head_y = facing * 0.5 * length, leg_h + 0.8 * body_h
         leg_w = 0.08 * length
 
-        def quadruped(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        def quadruped(xs: np.ndarray, ys: np.ndarray, pixel_m: float) -> np.ndarray:
             body = (xs / (0.5 * length)) ** 2 + ((ys - leg_h - 0.5 * body_h) / (0.5 * body_h)) ** 2 <= 1
             head = (xs - head_x) ** 2 + (ys - head_y) ** 2 <= head_r**2
             legs = np.zeros(np.broadcast_shapes(xs.shape, ys.shape), bool)
+            leg_half = _visible_half_width(leg_w, pixel_m)
             for leg_x in (-0.38, -0.22, 0.22, 0.38):
-                legs |= (np.abs(xs - leg_x * length) <= 0.5 * leg_w) & (ys > 0) & (ys <= leg_h + 0.5 * body_h)
+                legs |= (np.abs(xs - leg_x * length) <= leg_half) & (ys > 0) & (ys <= leg_h + 0.5 * body_h)
             return body | head | legs
 
-        return 0.5 * length + 1.7 * head_r, head_y + head_r, quadruped
+        return 0.5 * length + head_r, head_y + head_r, quadruped
     if kind == "tyre":
         outer = float(rng.uniform(0.3, 0.6))
         inner = float(rng.uniform(0.45, 0.65)) * outer
 
-        def tyre(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        def tyre(xs: np.ndarray, ys: np.ndarray, pixel_m: float) -> np.ndarray:
             radius2 = xs**2 + (ys - outer) ** 2
             return (radius2 <= outer**2) & (radius2 >= inner**2) & (ys > 0)
 
@@ -508,25 +518,27 @@ def _anomaly_shape(
     radius = float(rng.uniform(0.3, 1.0))
     spikes = int(rng.integers(5, 10))
 
-    def star(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    def star(xs: np.ndarray, ys: np.ndarray, pixel_m: float) -> np.ndarray:
         theta = np.arctan2(ys - radius, xs)
-        # A spike points straight down so the star stands on the ground.
-        boundary = radius * (0.45 + 0.55 * np.abs(np.cos(0.5 * spikes * (theta + 0.5 * np.pi))) ** 3)
-        return (xs**2 + (ys - radius) ** 2 <= boundary**2) & (ys > 0)
+        # A spike points straight down so the star stands on the ground; its tip stays a pixel wide.
+        boundary = radius * (0.4 + 0.6 * np.abs(np.cos(0.5 * spikes * (theta + 0.5 * np.pi))) ** 1.5)
+        inside = xs**2 + (ys - radius) ** 2 <= boundary**2
+        tip = (np.abs(xs) <= 0.5 * pixel_m) & (ys <= radius)
+        return (inside | tip) & (ys > 0)
 
     return radius, 2 * radius, star
 
 
 def _anomaly(
     rng: np.random.Generator,
-) -> tuple[float, float, Callable[[np.ndarray, np.ndarray, np.ndarray], Shade]]:
+) -> tuple[float, float, Callable[[np.ndarray, np.ndarray, np.ndarray, float], Shade]]:
     half_width, top, silhouette = _anomaly_shape(rng)
     pattern = _pattern(rng)
     first, second = rng.choice(len(_SATURATED), 2, replace=False)
     colours = (_jitter(rng, _SATURATED[first], 10), _jitter(rng, _SATURATED[second], 10))
 
-    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray) -> Shade:
-        mask = np.broadcast_to(silhouette(xs, ys), grain.shape)
+    def shade(xs: np.ndarray, ys: np.ndarray, grain: np.ndarray, pixel_m: float) -> Shade:
+        mask = np.broadcast_to(silhouette(xs, ys, pixel_m), grain.shape)
         colour = np.where(pattern(xs, ys)[..., None], colours[0], colours[1]) + 3 * grain[..., None]
         return mask, np.broadcast_to(colour, (*grain.shape, 3)), UNKNOWN
 
@@ -544,14 +556,8 @@ def _image_box(camera: StreetCamera, prop: _Prop) -> tuple[float, float, float, 
     )
 
 
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    width = min(a[1], b[1]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[2], b[2])
-    return max(width, 0.0) * max(height, 0.0)
-
-
 def _footprints_clash(a: _Prop, b: _Prop, margin: float = 0.4) -> bool:
-    lateral = abs(a.x - b.x) < a.half_width + b.half_width + margin
+    lateral = abs(a.x - b.x) < a.base_half_width + b.base_half_width + margin
     along = a.z - margin < b.z + b.footprint_length and b.z - margin < a.z + a.footprint_length
     return lateral and along
 
@@ -599,26 +605,41 @@ def _sample_anomalies(
     z_high = max(ANOMALY_DEPTH_RANGE_M[1], z_low + 1.0)
     anomalies: list[_Prop] = []
     wanted = int(rng.integers(1, 4))
+    blank = np.broadcast_to(np.float32(0), (height, width))  # texture noise is irrelevant for coverage
     for _ in range(attempts):
         if len(anomalies) == wanted:
             break
         half_width, top, shade = _anomaly(rng)
         z = float(rng.uniform(z_low, z_high))
-        free = road.half_width - half_width - 0.2
+        free = road.half_width - half_width - 0.5
         if free <= 0:
             continue
         x = float(road.center(z)) + float(rng.uniform(-free, free))
-        prop = _Prop("anomaly", x, z, half_width, top, shade, footprint_length=2 * half_width)
+        prop = _Prop("anomaly", x, z, half_width, top, shade, half_width, footprint_length=2 * half_width)
         box = _image_box(camera, prop)
         if box[0] < 0 or box[1] > width - 1 or box[3] > height - 1:
             continue
         if any(_footprints_clash(prop, other) for other in layout.props + anomalies):
             continue
-        area = (box[1] - box[0]) * (box[3] - box[2])
-        hidden = sum(_overlap(box, _image_box(camera, o)) for o in layout.props + anomalies if o.z < z)
-        if hidden < 0.5 * area:
+        nearer = [other for other in layout.props + anomalies if other.z < z]
+        if _hidden_fraction(camera, prop, nearer, blank) < 0.5:
             anomalies.append(prop)
     return anomalies
+
+
+def _hidden_fraction(camera: StreetCamera, prop: _Prop, occluders: list[_Prop], blank: np.ndarray) -> float:
+    """Fraction of a prop's pixels covered by the occluders (all nearer); 1 if it has no pixels."""
+    own = _rasterise(camera, prop, blank)
+    if own is None or not own.mask.any():
+        return 1.0
+    covered = np.zeros(own.mask.shape, bool)
+    for other in occluders:
+        raster = _rasterise(camera, other, blank, clip=own.region)
+        if raster is not None:
+            rows = slice(raster.region[0] - own.region[0], raster.region[1] - own.region[0])
+            cols = slice(raster.region[2] - own.region[2], raster.region[3] - own.region[2])
+            covered[rows, cols] |= raster.mask
+    return float((own.mask & covered).sum() / own.mask.sum())
 
 
 def _sample_layout(rng: np.random.Generator, height: int, width: int, fov_deg: float) -> _Layout:
@@ -810,21 +831,37 @@ def _shade_background(canvas: _Canvas, layout: _Layout, noise: _NoiseFields, mat
     np.copyto(canvas.colour[:, :last], sky, where=canvas.material[:last] == SKY_MATERIAL)
 
 
-def _draw_prop(canvas: _Canvas, camera: StreetCamera, prop: _Prop, noise: _NoiseFields) -> None:
-    height, width = canvas.label.shape
+@dataclass
+class _Raster:
+    region: tuple[int, int, int, int]  # rows r0:r1, columns c0:c1
+    mask: np.ndarray
+    colour: np.ndarray
+    label: int
+
+
+def _rasterise(
+    camera: StreetCamera, prop: _Prop, grain: np.ndarray, clip: tuple[int, int, int, int] | None = None
+) -> _Raster | None:
+    """A prop's pixels inside the frame (and inside clip, if given); None if it covers no pixel centre."""
     left, right, top, bottom = _image_box(camera, prop)
-    c0, c1 = max(int(np.ceil(left)), 0), min(int(np.floor(right)) + 1, width)
-    r0, r1 = max(int(np.ceil(top)), 0), min(int(np.floor(bottom)) + 1, height)
+    r0, r1, c0, c1 = clip if clip is not None else (0, grain.shape[0], 0, grain.shape[1])
+    r0, r1 = max(int(np.ceil(top)), r0), min(int(np.floor(bottom)) + 1, r1)
+    c0, c1 = max(int(np.ceil(left)), c0), min(int(np.floor(right)) + 1, c1)
     if c0 >= c1 or r0 >= r1:
-        return
+        return None
     metres_per_px = prop.z / camera.focal_px
     xs = ((np.arange(c0, c1, dtype=np.float32) - camera.cx) * metres_per_px - prop.x)[None, :]
-    ys = (camera.height_m - (np.arange(r0, r1, dtype=np.float32) - camera.horizon_row) * metres_per_px)[
-        :, None
-    ]
-    mask, colour, label = prop.shade(xs, ys, noise.grain[r0:r1, c0:c1])
-    mask = np.broadcast_to(mask, (r1 - r0, c1 - c0))
-    canvas.paint_prop((r0, c0), mask, prop.z, colour, label, prop.kind == "anomaly")
+    rows = np.arange(r0, r1, dtype=np.float32)
+    ys = (camera.height_m - (rows - camera.horizon_row) * metres_per_px)[:, None]
+    mask, colour, label = prop.shade(xs, ys, grain[r0:r1, c0:c1], metres_per_px)
+    return _Raster((r0, r1, c0, c1), np.broadcast_to(mask, (r1 - r0, c1 - c0)), colour, label)
+
+
+def _draw_prop(canvas: _Canvas, camera: StreetCamera, prop: _Prop, noise: _NoiseFields) -> None:
+    raster = _rasterise(camera, prop, noise.grain)
+    if raster is not None:
+        top_left = (raster.region[0], raster.region[2])
+        canvas.paint_prop(top_left, raster.mask, prop.z, raster.colour, raster.label, prop.kind == "anomaly")
 
 
 def _finish_image(canvas: _Canvas, lighting: _Lighting, noise: _NoiseFields) -> np.ndarray:
@@ -861,8 +898,8 @@ class SyntheticStreets:
         horizontal_fov_deg: float = 70.0,
         stream: int = 0,
     ) -> None:
-        if num_frames < 0:
-            raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+        if num_frames < 0 or seed < 0 or stream < 0:
+            raise ValueError(f"num_frames, seed and stream must be >= 0, got {num_frames}, {seed}, {stream}")
         if height < 16 or width < 16:
             raise ValueError(f"frames must be at least 16x16, got {height}x{width}")
         if not 20.0 <= horizontal_fov_deg <= 150.0:

@@ -36,7 +36,7 @@ class FlowSequence(InvertibleLayer):
 
     def inverse(self, y: Tensor) -> Tensor:
         for layer in reversed(self.layers):
-            y = layer.inverse(y)  # type: ignore[operator]
+            y = layer.inverse(y)
         return y
 
 

@@ -1,0 +1,233 @@
+"""Dataset metrics from per-frame engine outputs and ground truth, independent of where frames come from.
+
+Dataset evaluation, threshold calibration and rosbag evaluation all feed frames into one
+:class:`EvaluationAccumulator` and get the report schema of :mod:`openset_perception.evaluation.report`.
+
+Ground-truth rules:
+
+- Closed-set mIoU compares the argmax with the semantic labels; unknown pixels (label K) are ignored.
+- Open-set metrics compare the open-set map with the semantic labels, where anomaly pixels (anomaly
+  ground truth 1) also count as unknown; they are reported once some ground truth marked a pixel unknown.
+- Without anomaly ground truth, a frame's anomaly labels come from its semantic labels: 1 where K,
+  0 where known, ignore where 255.
+
+In ``binned`` mode the anomaly metrics use fixed-size score histograms, so memory does not grow with the
+number of frames; ``exact`` mode keeps every labelled pixel and equals the one-shot metric functions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from openset_perception.metrics import (
+    DEFAULT_DISTANCE_EDGES_M,
+    IGNORE_INDEX,
+    AccumulatorMode,
+    AnomalyMetricAccumulator,
+    ConfusionMatrixAccumulator,
+    CurvePoints,
+    DistanceBinnedAccumulator,
+    anomaly_labels_from_open_target,
+    confusion_matrix,
+    miou,
+    open_set_metrics,
+)
+
+ANOMALY_BITS = 20
+# Nine depth ranges with two histograms each: fewer bits keep them at 4 MiB per range.
+DISTANCE_BITS = 18
+SKIPPED_NAMES_SHOWN = 20
+
+
+class EvaluationAccumulator:
+    """Streaming dataset metrics over frames of maps (engine outputs) and their ground truth."""
+
+    def __init__(
+        self,
+        num_known: int,
+        class_names: Sequence[str],
+        depth_edges: Sequence[float] = DEFAULT_DISTANCE_EDGES_M,
+        mode: AccumulatorMode = "binned",
+    ) -> None:
+        if len(class_names) != num_known:
+            raise ValueError(f"{len(class_names)} class names for {num_known} known classes")
+        self.num_known = num_known
+        self.class_names = list(class_names)
+        self.mode = mode
+        self.anomaly = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS)
+        self.per_distance = DistanceBinnedAccumulator(tuple(depth_edges), mode=mode, bits=DISTANCE_BITS)
+        self.closed_confusion = ConfusionMatrixAccumulator(num_known)
+        self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
+        self.latency_ms: dict[str, list[float]] = {}
+        self.skipped: dict[str, list[str]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def update(
+        self,
+        score: np.ndarray,
+        semantic_pred: np.ndarray | None,
+        open_pred: np.ndarray | None,
+        gt_anomaly: np.ndarray | None = None,
+        gt_semantic: np.ndarray | None = None,
+        depth: np.ndarray | None = None,
+    ) -> None:
+        """Add one frame. All maps are HxW; predictions may be None (calibration needs only scores).
+
+        Raises ValueError for mismatched shapes or invalid labels and then leaves the totals unchanged.
+        """
+        score = np.asarray(score)
+        _check_shapes(
+            score.shape,
+            semantic_pred=semantic_pred,
+            open_pred=open_pred,
+            gt_anomaly=gt_anomaly,
+            gt_semantic=gt_semantic,
+            depth=depth,
+        )
+        if not np.isfinite(score).all():
+            raise ValueError("anomaly scores must be finite")
+        if gt_anomaly is not None:
+            _check_anomaly_labels(gt_anomaly)
+
+        # Everything that can reject the frame runs before any total changes.
+        closed = open_set = None
+        open_target = None
+        if gt_semantic is not None:
+            open_target = _open_target(gt_semantic, gt_anomaly, self.num_known)
+            if semantic_pred is not None:
+                closed_target = np.where(open_target == self.num_known, IGNORE_INDEX, open_target)
+                closed = confusion_matrix(semantic_pred, closed_target, self.num_known)
+            if open_pred is not None:
+                open_set = confusion_matrix(open_pred, open_target, self.num_known + 1)
+        labels = gt_anomaly
+        if labels is None and open_target is not None:
+            labels = anomaly_labels_from_open_target(open_target, self.num_known)
+
+        self.counts["evaluated"] += 1
+        if gt_semantic is not None:
+            self.counts["with_semantic_gt"] += 1
+            self.counts["unknown_gt_pixels"] += int(np.count_nonzero(open_target == self.num_known))
+        if closed is not None:
+            self.closed_confusion.matrix += closed
+        if open_set is not None:
+            self.open_confusion.matrix += open_set
+        if labels is not None:
+            self.counts["with_anomaly_gt"] += 1
+            self.anomaly.update(score, labels)
+        if depth is not None:
+            self.counts["with_depth"] += 1
+            if labels is not None:
+                self.per_distance.update(score, labels, depth)
+
+    def add_latency(self, timings_ms: Mapping[str, float]) -> None:
+        """Record one inference call's stage timings; a ``total`` stage sums them."""
+        for stage, milliseconds in timings_ms.items():
+            self.latency_ms.setdefault(stage, []).append(float(milliseconds))
+        if timings_ms:
+            self.latency_ms.setdefault("total", []).append(float(sum(timings_ms.values())))
+
+    def skip(self, reason: str, name: str = "") -> None:
+        """Count a frame that could not be evaluated, under a short reason."""
+        self.skipped.setdefault(reason, []).append(name)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(len(names) for names in self.skipped.values())
+
+    def compute(self) -> dict:
+        """Metrics in the report schema; sections without the ground truth they need are None."""
+        return {
+            "anomaly": self._anomaly(),
+            "segmentation": self._segmentation(),
+            "per_distance": self._per_distance(),
+            "latency_ms": self._latency() or None,
+            "frames": self._frames(),
+            "skipped_frames": {reason: list(names) for reason, names in self.skipped.items()},
+        }
+
+    def curves(self, max_points: int = 1000) -> CurvePoints | None:
+        """PR / ROC points for the plots, or None without both anomaly and inlier pixels."""
+        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+            return None
+        return self.anomaly.curves(max_points)
+
+    def _anomaly(self) -> dict | None:
+        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+            return None
+        return self.anomaly.compute()
+
+    def _segmentation(self) -> dict | None:
+        if not self.counts["with_semantic_gt"]:
+            return None
+        section: dict = {}
+        if self.closed_confusion.matrix.any():
+            mean_iou, per_class = miou(self.closed_confusion.matrix)
+            section["miou"] = mean_iou
+            section["per_class_iou"] = dict(zip(self.class_names, per_class.tolist(), strict=True))
+        if self.counts["unknown_gt_pixels"] and self.open_confusion.matrix.any():
+            open_set = open_set_metrics(self.open_confusion.matrix, self.num_known)
+            section["open_miou"] = open_set["open_miou"]
+            section["unknown_iou"] = open_set["unknown_iou"]
+            section["macro_f1"] = open_set["macro_f1"]
+            for key in ("per_class_open_iou", "per_class_f1"):
+                section[key] = dict(zip(self.class_names, open_set[key], strict=True))
+        return section or None
+
+    def _per_distance(self) -> list[dict] | None:
+        with_data = any(acc.n_pos + acc.n_neg for acc in self.per_distance.accumulators)
+        return self.per_distance.compute() if with_data else None
+
+    def _latency(self) -> dict[str, dict[str, float]]:
+        return {
+            stage: {
+                "p50": float(np.percentile(values, 50)),
+                "p95": float(np.percentile(values, 95)),
+                "mean": float(np.mean(values)),
+                "calls": len(values),
+            }
+            for stage, values in self.latency_ms.items()
+        }
+
+    def _frames(self) -> dict[str, int | str]:
+        counted = ("evaluated", "with_semantic_gt", "with_anomaly_gt", "with_depth")
+        frames: dict[str, int | str] = {key: self.counts[key] for key in counted}
+        frames["skipped"] = self.num_skipped
+        for reason, names in self.skipped.items():
+            frames[f"skipped: {reason}"] = len(names)
+        names = [name for reason_names in self.skipped.values() for name in reason_names]
+        if names:
+            shown = ", ".join(names[:SKIPPED_NAMES_SHOWN])
+            more = len(names) - SKIPPED_NAMES_SHOWN
+            frames["skipped frames"] = shown + (f", ... (+{more})" if more > 0 else "")
+        return frames
+
+
+def _check_shapes(shape: tuple[int, ...], **maps: np.ndarray | None) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"score map must be HxW, got shape {shape}")
+    for name, array in maps.items():
+        if array is not None and np.shape(array) != shape:
+            raise ValueError(f"{name} has shape {np.shape(array)}, the score map {shape}")
+
+
+def _check_anomaly_labels(labels: np.ndarray) -> None:
+    bad = (labels != 0) & (labels != 1) & (labels != IGNORE_INDEX)
+    if bad.any():
+        raise ValueError(f"anomaly labels must be 0, 1 or {IGNORE_INDEX}, found {np.unique(labels[bad])}")
+
+
+def _open_target(semantic: np.ndarray, anomaly: np.ndarray | None, num_known: int) -> np.ndarray:
+    """Semantic labels with anomaly pixels set to K; labels above K (other than ignore) are rejected."""
+    semantic = np.asarray(semantic)
+    bad = (semantic > num_known) & (semantic != IGNORE_INDEX)
+    if bad.any():
+        raise ValueError(
+            f"semantic labels must lie in [0, {num_known}] or equal {IGNORE_INDEX}, "
+            f"found {np.unique(semantic[bad]).tolist()}"
+        )
+    if anomaly is None:
+        return semantic
+    return np.where(anomaly == 1, np.asarray(num_known, semantic.dtype), semantic)

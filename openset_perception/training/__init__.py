@@ -1,0 +1,1 @@
+"""Closed-set training, DenseHybrid fine-tuning and MOoSe probe training."""

@@ -1,0 +1,88 @@
+"""Training: config validation, exact resume after a kill, and a CPU smoke run that must learn."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openset_perception.config import ConfigError
+from openset_perception.training.config import TrainConfig, load_train_config
+from openset_perception.training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_config(tmp_path: Path, **changes) -> TrainConfig:
+    config = load_train_config(
+        REPO / "config/train/streets_smoke.yaml",
+        {
+            "output_dir": str(tmp_path),
+            "epochs": 2,
+            "steps_per_epoch": 3,
+            "data.batch_size": 2,
+            "data.train.num_frames": 8,
+            "data.train.height": 48,
+            "data.train.width": 96,
+            "data.crop_size": [48, 96],
+            "data.val": None,
+        },
+    )
+    return config.model_copy(update=changes)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_gives_identical_weights(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    straight = Trainer(_tiny_config(tmp_path / "a", name="straight")).fit()
+
+    def kill_in_second_epoch(epoch: int, step: int, parts: dict) -> None:
+        if epoch == 1 and step == 1:
+            raise Killed
+
+    config = _tiny_config(tmp_path / "b", name="resumed")
+    with pytest.raises(Killed):
+        Trainer(config).fit(on_step=kill_in_second_epoch)
+    assert (config.run_dir / "train_state.pt").is_file()
+    resumed = Trainer(config).fit(resume=True)
+    assert resumed.epochs_run == 2
+
+    a, b = load_file(straight.checkpoint), load_file(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text((REPO / "config/train/streets_smoke.yaml").read_text() + "\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate: unknown key"):
+        load_train_config(path)
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"optimizer\.lr_head"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {"optimizer.lr_head": "fast"})
+
+
+def test_missing_dataset_root_is_named(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path)
+    config.data.train.name = "folder"
+    config.data.train.root = tmp_path / "no_such_dataset"
+    with pytest.raises(FileNotFoundError, match="no_such_dataset"):
+        Trainer(config)
+
+
+def test_stage_requirements(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="negatives.source"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {"negatives.source": "none"})
+    with pytest.raises(ConfigError, match="negatives.root"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {"negatives.source": "ade20k"})
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config/train").glob("*.yaml")))
+def test_shipped_configs_validate(name: str) -> None:
+    assert isinstance(load_train_config(REPO / "config/train" / name), TrainConfig)
