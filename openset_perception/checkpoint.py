@@ -9,9 +9,6 @@ wrong card. Loading parses JSON and raw tensors only: no pickled code ever runs.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from openset_perception.atomic import atomic_write
 from openset_perception.models import ArchitectureSpec, OpenSetSegmenter, build_model
 from openset_perception.preprocess import Normalization
 from openset_perception.scoring import SCORE_METHODS
@@ -89,20 +87,6 @@ class ModelCard:
         if data.get("input_size"):
             values["input_size"] = tuple(int(v) for v in data["input_size"])
         return cls(**values)
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the result over ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -> None:

@@ -34,6 +34,13 @@ class DepthBins:
         bounds = list(self.edges_m) + ([math.inf] if self.beyond_last else [])
         return list(itertools.pairwise(bounds))
 
+    def assign(self, depth: np.ndarray) -> np.ndarray:
+        """Bin index per pixel (numpy); -1 for invalid depth (NaN, inf, <= 0) and depth outside every bin."""
+        depth = np.asarray(depth, dtype=np.float64)
+        index = np.searchsorted(np.asarray(self.edges_m), depth, side="right") - 1
+        binned = np.isfinite(depth) & (depth > 0) & (index >= 0) & (index < len(self.ranges))
+        return np.where(binned, index, -1)
+
 
 @dataclass(frozen=True)
 class DepthBinStats:

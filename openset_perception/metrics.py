@@ -12,13 +12,14 @@ prediction and target) are NaN and left out of the means.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
+
+from openset_perception.depth import DepthBins
 
 IGNORE_INDEX = 255
 TARGET_TPR = 0.95
@@ -495,36 +496,13 @@ def two_fold_open_miou(
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DistanceBins:
-    """Depth ranges [edges[i], edges[i+1]) in metres; depth outside them or invalid is not binned."""
-
-    edges: tuple[float, ...] = DEFAULT_DISTANCE_EDGES_M
-
-    def __post_init__(self) -> None:
-        edges = np.asarray(self.edges, dtype=np.float64)
-        valid = edges.ndim == 1 and edges.size >= 2 and np.isfinite(edges).all() and edges[0] >= 0
-        if not valid or np.any(np.diff(edges) <= 0):
-            raise ValueError(f"distance bin edges must be >= 0, finite and increasing, got {self.edges}")
-        object.__setattr__(self, "edges", tuple(float(edge) for edge in edges))
-
-    @property
-    def ranges(self) -> list[tuple[float, float]]:
-        return list(itertools.pairwise(self.edges))
-
-    def assign(self, depth: np.ndarray) -> np.ndarray:
-        """Range index per pixel; -1 for NaN, inf, depth <= 0 and depth outside all ranges."""
-        depth = np.asarray(depth, dtype=np.float64)
-        index = np.searchsorted(np.asarray(self.edges), depth, side="right") - 1
-        binned = np.isfinite(depth) & (depth > 0) & (index >= 0) & (index < len(self.edges) - 1)
-        return np.where(binned, index, -1)
+DEFAULT_DISTANCE_BINS = DepthBins(DEFAULT_DISTANCE_EDGES_M, beyond_last=False)
 
 
-DEFAULT_DISTANCE_BINS = DistanceBins()
-
-
-def _as_bins(bins: DistanceBins | Sequence[float]) -> DistanceBins:
-    return bins if isinstance(bins, DistanceBins) else DistanceBins(tuple(bins))
+def _as_bins(bins: DepthBins | Sequence[float]) -> DepthBins:
+    if isinstance(bins, DepthBins):
+        return bins
+    return DepthBins(tuple(float(edge) for edge in bins), beyond_last=False)
 
 
 class DistanceBinnedAccumulator:
@@ -532,7 +510,7 @@ class DistanceBinnedAccumulator:
 
     def __init__(
         self,
-        bins: DistanceBins | Sequence[float] = DEFAULT_DISTANCE_BINS,
+        bins: DepthBins | Sequence[float] = DEFAULT_DISTANCE_BINS,
         mode: AccumulatorMode = "exact",
         bits: int = 20,
         ignore_index: int = IGNORE_INDEX,
@@ -557,7 +535,7 @@ class DistanceBinnedAccumulator:
     def merge(self, other: DistanceBinnedAccumulator) -> None:
         if other.bins != self.bins:
             raise ValueError(
-                f"cannot merge distance accumulators with edges {other.bins.edges} and {self.bins.edges}"
+                f"cannot merge distance accumulators with edges {other.bins.ranges} and {self.bins.ranges}"
             )
         for mine, theirs in zip(self.accumulators, other.accumulators, strict=True):
             mine.merge(theirs)
@@ -580,7 +558,7 @@ def per_distance_anomaly_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
     depth: np.ndarray,
-    bins: DistanceBins | Sequence[float] = DEFAULT_DISTANCE_BINS,
+    bins: DepthBins | Sequence[float] = DEFAULT_DISTANCE_BINS,
     ignore_index: int = IGNORE_INDEX,
 ) -> list[dict]:
     """Anomaly metrics within each depth range (metres); see :meth:`DistanceBinnedAccumulator.compute`."""

@@ -29,6 +29,16 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("CYCLONEDDS_URI", (TEST_DIR / "cyclonedds_loopback.xml").resolve().as_uri())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def single_torch_thread():
+    """One intra-op thread: tiny test tensors gain nothing from two, and on a shared CPU two threads
+    spin-wait for each other (measured here: up to 100x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_tiny_card(threshold: float | None = 0.0, **overrides) -> ModelCard:
     spec = ArchitectureSpec("swiftnet_rn18", len(TINY_CLASSES), {"width": 0.125})
     values = dict(

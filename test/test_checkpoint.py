@@ -67,7 +67,7 @@ def test_corrupt_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
         load_checkpoint(garbage)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(tiny_checkpoint.read_bytes()[:-1000])
-    with pytest.raises(CheckpointError, match="corrupt|not a readable"):
+    with pytest.raises(CheckpointError, match=r"corrupt|not a readable"):
         load_checkpoint(truncated)
 
 
@@ -118,7 +118,8 @@ def test_architecture_mismatch(tmp_path: Path) -> None:
     card = make_tiny_card()
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, make_tiny_model(card), card)
-    wider = ModelCard(**{**card.__dict__, "architecture": ArchitectureSpec("swiftnet_rn18", 8, {"width": 0.25})})
+    wider_spec = ArchitectureSpec("swiftnet_rn18", 8, {"width": 0.25})
+    wider = ModelCard(**{**card.__dict__, "architecture": wider_spec})
     _replace_card(path, wider.to_dict())
     with pytest.raises(CheckpointError, match="has shape"):
         load_checkpoint(path)

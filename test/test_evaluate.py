@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import TINY_CLASSES, TINY_PALETTE
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -47,15 +46,6 @@ def make_tiny_frames(seed: int = 0) -> list[Sample]:
 
 def write_tiny_dataset(root: Path, seed: int = 0) -> Path:
     return write_folder_dataset(make_tiny_frames(seed), root, DatasetInfo(TINY_CLASSES, TINY_PALETTE))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread_torch():
-    """Two torch threads on a loaded 2-core machine spin-wait ~100x slower than one; tiny frames need one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +245,26 @@ def test_accumulator_without_unknown_labels_reports_no_anomaly_metrics() -> None
     assert metrics["anomaly"] is None and accumulator.curves() is None
     assert metrics["segmentation"]["miou"] == 1.0
     assert "open_miou" not in metrics["segmentation"]
+
+
+def test_cli_evaluate_end_to_end(
+    tiny_checkpoint: Path, dataset_root: Path, exact_run, tmp_path, capsys
+) -> None:
+    pytest.importorskip("openset_perception.data.registry", reason="dataset registry not written yet")
+    from openset_perception.cli.main import main
+
+    out = tmp_path / "cli_eval"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--dataset",
+        "folder",
+        "--root",
+        str(dataset_root),
+    ]
+    assert main([*argv, "--out", str(out), "--batch-size", "2", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["evaluated"] == len(FRAME_SIZES)
+    assert metrics["anomaly"]["ap"] == pytest.approx(exact_run[0]["anomaly"]["ap"], abs=1e-3)
+    assert "AP " in capsys.readouterr().out

@@ -1,7 +1,6 @@
 """Tests for the normalizing flows (RealNVP, DenseFlow) that generate synthetic negatives."""
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,15 +31,6 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 KINDS = sorted(TINY_CONFIGS)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_intra_op_thread() -> Iterator[None]:
-    """One thread: the CPU is shared, and multi-threaded small convolutions only contend."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _perturbed_flow(kind: str, dtype: torch.dtype = torch.float32, spread: float = 0.1) -> NormalizingFlow:

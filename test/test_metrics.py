@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from openset_perception.depth import DepthBins
 from openset_perception.metrics import (
     AnomalyMetricAccumulator,
     ConfusionMatrixAccumulator,
     DistanceBinnedAccumulator,
-    DistanceBins,
     OpenSetImage,
     anomaly_metrics,
     confusion_matrix,
@@ -460,14 +460,14 @@ def test_distance_accumulator_streams_and_merges():
 @pytest.mark.parametrize("edges", [(5.0,), (5.0, 5.0), (10.0, 5.0), (0.0, np.inf), (-5.0, 5.0)])
 def test_distance_bins_reject_bad_edges(edges):
     with pytest.raises(ValueError):
-        DistanceBins(edges)
+        DepthBins(edges)
 
 
 def test_distance_bins_assign():
-    bins = DistanceBins((5.0, 10.0, 20.0))
+    bins = DepthBins((5.0, 10.0, 20.0), beyond_last=False)
     depth = np.array([4.99, 5.0, 9.99, 10.0, 19.99, 20.0, np.nan, np.inf, -7.0, 0.0])
     np.testing.assert_array_equal(bins.assign(depth), [-1, 0, 0, 1, 1, -1, -1, -1, -1, -1])
     # Depth 0 is invalid (zero disparity) even when a range starts at 0 m.
     np.testing.assert_array_equal(
-        DistanceBins((0.0, 5.0)).assign(np.array([0.0, -0.0, 1e-3, 4.0])), [-1, -1, 0, 0]
+        DepthBins((0.0, 5.0), beyond_last=False).assign(np.array([0.0, -0.0, 1e-3, 4.0])), [-1, -1, 0, 0]
     )

@@ -3,7 +3,6 @@
 import functools
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,15 +29,6 @@ VARIANTS = [
     ("deeplabv3plus_r50", (), True),
     ("deeplabv3plus_r101", (), True),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_intra_op_thread() -> Iterator[None]:
-    """One thread: on a shared, busy CPU multi-threaded convolutions slow these tests down several-fold."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @functools.cache

@@ -57,7 +57,7 @@ def test_synthetic_sources_cover_the_area_range(source) -> None:
     rng = np.random.default_rng(1)
     for _ in range(10):
         patch, mask = source.sample(rng, 128, 256)
-        assert patch.dtype == torch.float32 and 0 <= patch.min() and patch.max() <= 1
+        assert patch.dtype == torch.float32 and patch.min() >= 0 and patch.max() <= 1
         assert patch.shape[-2:] == mask.shape and mask.any()
         assert patch.shape[-1] <= 256 and patch.shape[-2] <= 128
         assert 0.002 * 128 * 256 <= mask.sum() <= 0.2 * 128 * 256

@@ -104,14 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openset_perception.evaluation.evaluate import evaluate_dataset
+    from openset_perception.evaluation.evaluate import evaluate_dataset, summary_line
 
     segmenter, dataset = open_inputs(args)
     split = [args.split] if args.split else []
     default_out = Path("eval") / "_".join([Path(args.checkpoint).stem, args.dataset, *split])
     out_dir = Path(args.out) if args.out else default_out
     title = " ".join([Path(args.checkpoint).name, "on", args.dataset, *split])
-    evaluate_dataset(
+    metrics = evaluate_dataset(
         segmenter,
         dataset,
         out_dir,
@@ -122,4 +122,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
     )
+    print(summary_line(metrics, out_dir))
     return 0

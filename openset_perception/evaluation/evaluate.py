@@ -169,8 +169,8 @@ def evaluate_dataset(
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
     ``save_scores`` writes each frame's float32 score map to ``out_dir/scores/<name>.npy``; ``mode``
-    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar and
-    prints a summary at the end.
+    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar.
+    :func:`summary_line` turns the result into a one-line summary.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -185,7 +185,6 @@ def evaluate_dataset(
         on_frame=_ScoreWriter(out_dir / SCORES_DIR) if save_scores else None,
     )
     metrics = accumulator.compute()
-    seconds = time.perf_counter() - started
     if metrics["segmentation"] and "open_miou" in metrics["segmentation"]:
         metrics["segmentation"]["open_set_threshold"] = segmenter.threshold
     metrics["settings"] = {
@@ -197,16 +196,14 @@ def evaluate_dataset(
         "batch_size": batch_size,
         "max_frames": max_frames,
         "mode": mode,
-        "seconds": seconds,
+        "seconds": time.perf_counter() - started,
     }
     write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
-    if progress:
-        print(summary_line(metrics, seconds, out_dir))
     return cast(dict, jsonable(metrics))
 
 
-def summary_line(metrics: dict, seconds: float, out_dir: Path) -> str:
-    """One line with the headline numbers, e.g. for the end of a CLI run."""
+def summary_line(metrics: dict, out_dir: str | Path) -> str:
+    """One line with the headline numbers of :func:`evaluate_dataset`'s result, for the end of a run."""
     anomaly = metrics.get("anomaly") or {}
     segmentation = metrics.get("segmentation") or {}
     frames = metrics["frames"]
@@ -222,9 +219,10 @@ def summary_line(metrics: dict, seconds: float, out_dir: Path) -> str:
     ]
     skipped = f", {frames['skipped']} skipped" if frames["skipped"] else ""
     headline = ", ".join(parts) if parts else "no metric (no usable ground truth)"
+    seconds = metrics["settings"]["seconds"]
     return (
         f"{headline} | {frames['evaluated']} frames{skipped} in {seconds:.1f} s | "
-        f"report: {out_dir / 'report.md'}"
+        f"report: {Path(out_dir) / 'report.md'}"
     )
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from openset_perception.atomic import atomic_write, atomic_write_text
 from openset_perception.metrics import CurvePoints
 
 ANOMALY_KEYS = ("ap", "auroc", "fpr95")
@@ -59,24 +59,12 @@ def jsonable(value: object) -> object:
     return value
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Run ``write(temp_path)`` next to ``path``, then move it into place so readers never see half a file."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    _write_atomically(path, lambda temp_name: Path(temp_name).write_text(text, encoding="utf-8"))
+    atomic_write_text(path, text)
 
 
 def _save_figure(figure: Figure, path: Path) -> None:
-    _write_atomically(path, lambda temp_name: figure.savefig(temp_name, format="png", dpi=120))
+    atomic_write(path, lambda temp_name: figure.savefig(temp_name, format="png", dpi=120))
 
 
 def _percent(value: float | None) -> str:

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from openset_perception.checkpoint import CheckpointError, atomic_write
+from openset_perception.atomic import atomic_write, atomic_write_text
+from openset_perception.checkpoint import CheckpointError
 from openset_perception.data.negatives import paste_negatives
 from openset_perception.flows import NormalizingFlow, build_flow
 from openset_perception.losses import jsd_to_uniform, kl_to_uniform
@@ -143,7 +144,7 @@ class FlowNegatives:
                 LOGGER.info("flow pre-training step %d: held-out %.3f bits/dim", step, held)
         if self.run_dir is not None:
             text = json.dumps(history, indent=1)
-            atomic_write(self.run_dir / "flow_pretrain.json", lambda tmp: Path(tmp).write_text(text))
+            atomic_write_text(self.run_dir / "flow_pretrain.json", text)
 
     def update(
         self,

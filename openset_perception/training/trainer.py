@@ -25,7 +25,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from openset_perception.checkpoint import ModelCard, atomic_write, save_checkpoint
+from openset_perception.atomic import atomic_write
+from openset_perception.checkpoint import ModelCard, save_checkpoint
 from openset_perception.data.negatives import (
     ADE20kNegatives,
     FolderNegatives,

@@ -1,0 +1,435 @@
+"""The open-set segmenter as an rclpy lifecycle node: a thin adapter over ``openset_perception.runtime``.
+
+configure: validate parameters, load the model, create publishers and the /diagnostics timer.
+activate: warm up, subscribe, start the inference worker. deactivate: unsubscribe, stop the worker,
+free cached GPU memory. cleanup: drop publishers and the model. With ``autostart`` (default) the
+node configures and activates itself.
+
+Callbacks only store the newest frame set of each camera; one worker thread decodes, segments and
+publishes, so no queue ever builds up and no message can take the node down.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from message_filters import ApproximateTimeSynchronizer, Subscriber
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from openset_perception.engine import Segmenter
+from openset_perception.image_codec import numpy_to_image
+from openset_perception.runtime.frame_buffer import CameraFrame, LatestFrameBuffer
+from openset_perception.runtime.health import HealthMonitor, gpu_memory_values, health_status
+from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS
+from openset_perception.runtime.parameters import (
+    PARAMETERS,
+    NodeConfig,
+    ParameterError,
+    ParameterSpec,
+    node_config,
+    output_topic,
+    resolve_model_path,
+    runtime_settings,
+    validate_changes,
+)
+from openset_perception.runtime.pipeline import CameraResult, InferencePipeline, Rejected
+from openset_perception.runtime.status import StatusRecord
+from openset_perception.runtime.worker import InferenceWorker
+
+PACKAGE = "openset_perception"
+LOG_THROTTLE_S = 5.0
+_ROS_TYPES = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string": ParameterType.PARAMETER_STRING,
+    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
+    "int_array": ParameterType.PARAMETER_INTEGER_ARRAY,
+    "double_array": ParameterType.PARAMETER_DOUBLE_ARRAY,
+}
+_READ_ONLY = [spec.name for spec in PARAMETERS if spec.read_only]
+_DYNAMIC = [spec.name for spec in PARAMETERS if not spec.read_only]
+Publishers = dict[tuple[str, str], Any]  # (camera, output) -> lifecycle publisher
+
+
+@dataclass
+class _Runtime:
+    """Everything that exists between configure and cleanup."""
+
+    config: NodeConfig
+    segmenter: Segmenter
+    pipeline: InferencePipeline
+    buffer: LatestFrameBuffer
+    health: HealthMonitor
+    worker: InferenceWorker
+    publishers: Publishers
+    timer: Any
+    subscriptions: list[Any] = field(default_factory=list)
+    synchronizers: list[Any] = field(default_factory=list)
+
+
+class SegmenterNode(LifecycleNode):
+    def __init__(self, node_name: str = "segmenter", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._runtime: _Runtime | None = None
+
+    # Lifecycle transitions ------------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            config = node_config(self._values(_READ_ONLY))
+            settings = runtime_settings(self._values(_DYNAMIC))
+            model_path = resolve_model_path(config.model, _share_dir())
+            segmenter = Segmenter.from_checkpoint(model_path, config.device, config.precision)
+        except (ValueError, OSError, RuntimeError) as error:  # bad parameters, missing or corrupt model
+            self.get_logger().error(f"configuration failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        pipeline = InferencePipeline(segmenter, settings)
+        buffer = LatestFrameBuffer(
+            config.cameras, settings.max_input_age_s, settings.batch_window_s, now=self._now_s
+        )
+        health = HealthMonitor()
+        publishers = self._create_publishers(config)
+        # The worker thread gets the publishers themselves, never self._runtime, which cleanup resets.
+        worker = InferenceWorker(
+            buffer,
+            pipeline,
+            partial(_wanted_outputs, publishers),
+            partial(_publish_result, publishers),
+            self._on_rejected,
+            self._on_failure,
+            health,
+        )
+        self._runtime = _Runtime(
+            config=config,
+            segmenter=segmenter,
+            pipeline=pipeline,
+            buffer=buffer,
+            health=health,
+            worker=worker,
+            publishers=publishers,
+            timer=self.create_timer(config.diagnostics_period, self._publish_health),
+        )
+        card = segmenter.card
+        self.get_logger().info(
+            f"loaded {model_path.name} ({card.architecture.name}, {card.num_classes} classes) on "
+            f"{segmenter.device} {segmenter.precision}; cameras: {', '.join(config.cameras)}"
+        )
+        return super().on_configure(state)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        runtime = self._require_runtime()
+        config = runtime.config
+        if config.warmup_shape is not None:
+            try:
+                runtime.segmenter.warmup(*config.warmup_shape, batch=len(config.cameras))
+            except (RuntimeError, ValueError) as error:
+                self.get_logger().error(f"warm-up failed: {error}")
+                return TransitionCallbackReturn.FAILURE
+        for camera in config.cameras:
+            self._subscribe(runtime, camera)
+        runtime.worker.start()
+        self.get_logger().info(
+            "active: segmenting " + ", ".join(config.image_topic(c) for c in config.cameras)
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        runtime = self._require_runtime()
+        self._stop(runtime)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def autostart(self) -> None:
+        """Drive the node to active when the ``autostart`` parameter asks for it."""
+        if not self.get_parameter("autostart").value:
+            return
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def release(self) -> None:
+        """Stop the worker and drop the model; for shutdown outside the lifecycle (Ctrl-C)."""
+        self._release()
+
+    # Setup helpers --------------------------------------------------------------------------------
+
+    def _create_publishers(self, config: NodeConfig) -> Publishers:
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=config.publisher_depth,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        publishers = {}
+        for camera in config.cameras:
+            for output in config.outputs:
+                if output == DEPTH_REPORT and not config.use_depth:
+                    continue
+                msg_type = DiagnosticArray if output == DEPTH_REPORT else Image
+                publishers[(camera, output)] = self.create_lifecycle_publisher(
+                    msg_type, output_topic(camera, output), qos
+                )
+        return publishers
+
+    def _subscribe(self, runtime: _Runtime, camera: str) -> None:
+        config = runtime.config
+        image_type = CompressedImage if config.compressed else Image
+        depth_topic = config.depth_topic(camera)
+        overrides = QoSOverridingOptions.with_default_policies()
+        if depth_topic is None:
+            runtime.subscriptions.append(
+                self.create_subscription(
+                    image_type,
+                    config.image_topic(camera),
+                    lambda msg, cam=camera: self._on_frame(cam, msg, None),
+                    _sensor_qos(),
+                    qos_overriding_options=overrides,
+                )
+            )
+            return
+        depth_type = CompressedImage if config.compressed_depth else Image
+        filters = [
+            Subscriber(
+                self,
+                image_type,
+                config.image_topic(camera),
+                qos_profile=_sensor_qos(),
+                qos_overriding_options=overrides,
+            ),
+            Subscriber(
+                self, depth_type, depth_topic, qos_profile=_sensor_qos(), qos_overriding_options=overrides
+            ),
+        ]
+        synchronizer = ApproximateTimeSynchronizer(filters, config.sync_queue_size, config.sync_slop)
+        synchronizer.registerCallback(lambda image, depth, cam=camera: self._on_frame(cam, image, depth))
+        runtime.subscriptions.extend(f.sub for f in filters)
+        runtime.synchronizers.append(synchronizer)
+
+    def _stop(self, runtime: _Runtime) -> None:
+        for subscription in runtime.subscriptions:
+            self.destroy_subscription(subscription)
+        runtime.subscriptions.clear()
+        runtime.synchronizers.clear()
+        runtime.worker.stop()
+        if runtime.segmenter.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _release(self) -> None:
+        runtime = self._runtime
+        if runtime is None:
+            return
+        self._stop(runtime)
+        runtime.buffer.close()
+        for publisher in runtime.publishers.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self.destroy_timer(runtime.timer)
+        self._runtime = None
+
+    def _require_runtime(self) -> _Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the node is not configured")
+        return self._runtime
+
+    # Callbacks ------------------------------------------------------------------------------------
+
+    def _on_frame(self, camera: str, image_msg: Any, depth_msg: Any) -> None:
+        runtime = self._runtime
+        if runtime is None:
+            return
+        stamp = image_msg.header.stamp
+        runtime.health.record_input()
+        runtime.buffer.put(
+            CameraFrame(
+                camera=camera,
+                header=image_msg.header,
+                stamp_s=stamp.sec + stamp.nanosec * 1e-9,
+                received_s=time.monotonic(),
+                image_msg=image_msg,
+                depth_msg=depth_msg,
+            )
+        )
+
+    def _on_rejected(self, rejected: Rejected) -> None:
+        self.get_logger().warning(
+            f"skipping a frame from '{rejected.frame.camera}': {rejected.reason}",
+            throttle_duration_sec=LOG_THROTTLE_S,
+        )
+
+    def _on_failure(self, error: Exception) -> None:
+        self.get_logger().error(
+            f"inference failed, frames skipped: {type(error).__name__}: {error}",
+            throttle_duration_sec=LOG_THROTTLE_S,
+        )
+
+    def _publish_health(self) -> None:
+        runtime = self._runtime
+        if runtime is None:
+            return
+        segmenter = runtime.segmenter
+        extra = {
+            "model": runtime.config.model,
+            "threshold": f"{segmenter.threshold:g}",
+            "score_method": segmenter.score_method,
+            "active": str(runtime.worker.running).lower(),
+            **gpu_memory_values(segmenter.device),
+        }
+        status = health_status(
+            f"{self.get_fully_qualified_name()}: health",
+            runtime.health.snapshot(),
+            runtime.buffer.counters,
+            str(segmenter.device),
+            segmenter.precision,
+            extra,
+            any_subscriber=any(p.get_subscription_count() > 0 for p in runtime.publishers.values()),
+        )
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics.publish(DiagnosticArray(header=header, status=[_to_msg(status)]))
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name in _DYNAMIC or p.name in _READ_ONLY}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            settings = validate_changes(changes, self._values(_DYNAMIC))
+        except ParameterError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.pipeline.update(settings)
+            runtime.buffer.max_input_age_s = settings.max_input_age_s
+            runtime.buffer.batch_window_s = settings.batch_window_s
+        return SetParametersResult(successful=True)
+
+    def _values(self, names: list[str]) -> dict[str, Any]:
+        return {name: self.get_parameter(name).value for name in names}
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+
+def _wanted_outputs(publishers: Publishers, camera: str) -> list[str]:
+    """The camera's outputs that have a subscriber right now."""
+    return [
+        output
+        for (cam, output), publisher in publishers.items()
+        if cam == camera and publisher.get_subscription_count() > 0
+    ]
+
+
+def _publish_result(publishers: Publishers, result: CameraResult) -> None:
+    camera, header = result.frame.camera, result.frame.header
+    for output, pixels in result.images.items():
+        msg = numpy_to_image(pixels, IMAGE_OUTPUT_ENCODINGS[output], header, msg_factory=Image)
+        publishers[(camera, output)].publish(msg)
+    if result.depth_statuses is not None:
+        report = DiagnosticArray(header=header, status=[_to_msg(s) for s in result.depth_statuses])
+        publishers[(camera, DEPTH_REPORT)].publish(report)
+
+
+def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    constraints = spec.constraints
+    if spec.choices:
+        constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    descriptor = ParameterDescriptor(
+        name=spec.name,
+        type=_ROS_TYPES[spec.type],
+        description=spec.description,
+        additional_constraints=constraints,
+        read_only=spec.read_only,
+    )
+    if spec.type == "double" and spec.min_value is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)
+        ]
+    if spec.type == "int" and spec.min_value is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)
+        ]
+    return descriptor
+
+
+def _sensor_qos() -> QoSProfile:
+    # A fresh profile per subscription: QoS overrides are written into the profile object.
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=5,
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def _to_msg(record: StatusRecord) -> DiagnosticStatus:
+    return DiagnosticStatus(
+        level=bytes([int(record.level)]),
+        name=record.name,
+        message=record.message,
+        hardware_id=record.hardware_id,
+        values=[KeyValue(key=key, value=value) for key, value in record.values.items()],
+    )
+
+
+def _share_dir() -> Path | None:
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_share_directory(PACKAGE))
+    except PackageNotFoundError:
+        return None
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = SegmenterNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        node.autostart()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""One inference step of the node: frames of several cameras in, per-camera output arrays and reports out.
+
+Settings changed at run time (threshold, score method, depth bins, ...) are handed over with
+``update`` from any thread and applied by the worker before its next batch, so the engine is only
+ever touched by the worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from openset_perception.engine import Segmenter
+from openset_perception.image_codec import ImageDecodeError
+from openset_perception.runtime.camera_batch import DecodedFrame, decode_frame, segment_frames
+from openset_perception.runtime.depth_report import depth_report_statuses
+from openset_perception.runtime.frame_buffer import CameraFrame
+from openset_perception.runtime.outputs import (
+    DEPTH_REPORT,
+    RenderStyle,
+    engine_outputs,
+    heatmap_range,
+    render_image_outputs,
+)
+from openset_perception.runtime.parameters import RuntimeSettings
+from openset_perception.runtime.status import StatusRecord
+
+WantedOutputs = Callable[[str], Collection[str]]
+
+
+@dataclass(frozen=True)
+class CameraResult:
+    frame: CameraFrame
+    images: dict[str, np.ndarray]  # output name -> array in the output's encoding
+    depth_statuses: list[StatusRecord] | None  # None when not requested or the frame had no depth
+
+
+@dataclass(frozen=True)
+class Rejected:
+    frame: CameraFrame
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    results: list[CameraResult] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class InferencePipeline:
+    def __init__(self, segmenter: Segmenter, settings: RuntimeSettings) -> None:
+        self.segmenter = segmenter
+        self._card_threshold = segmenter.threshold
+        self._card_score_method = segmenter.score_method
+        self._palette = np.asarray(segmenter.card.palette, dtype=np.uint8)
+        self._pending: RuntimeSettings | None = None
+        self._apply(settings)
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        return self._settings
+
+    def update(self, settings: RuntimeSettings) -> None:
+        """Use ``settings`` from the next ``process`` call on (safe from any thread)."""
+        self._pending = settings
+
+    def process(self, frames: Sequence[CameraFrame], wanted: WantedOutputs) -> BatchOutcome:
+        """Decode, segment in batches, render what each camera's subscribers want.
+
+        Frames that cannot be decoded are returned as ``rejected``; cameras that want nothing are
+        skipped before decoding.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._apply(pending)
+        requested = {frame.camera: set(wanted(frame.camera)) for frame in frames}
+        outcome = BatchOutcome()
+        decoded: list[DecodedFrame] = []
+        for frame in frames:
+            if not requested[frame.camera]:
+                continue
+            try:
+                decoded.append(decode_frame(frame, with_depth=DEPTH_REPORT in requested[frame.camera]))
+            except ImageDecodeError as error:
+                outcome.rejected.append(Rejected(frame, str(error)))
+        if not decoded:
+            return outcome
+        union = set().union(*(requested[d.frame.camera] for d in decoded))
+        maps = segment_frames(self.segmenter, decoded, engine_outputs(union))
+        style = self._render_style()
+        for item, frame_maps in zip(decoded, maps, strict=True):
+            camera = item.frame.camera
+            images = render_image_outputs(item.image, frame_maps, requested[camera], style)
+            statuses = None
+            if DEPTH_REPORT in requested[camera] and frame_maps.depth_stats is not None:
+                statuses = depth_report_statuses(camera, frame_maps.depth_stats, self._settings.danger)
+            outcome.results.append(CameraResult(item.frame, images, statuses))
+        return outcome
+
+    def _apply(self, settings: RuntimeSettings) -> None:
+        self.segmenter.threshold = self._card_threshold if settings.threshold is None else settings.threshold
+        self.segmenter.score_method = settings.score_method or self._card_score_method
+        self.segmenter.depth_bins = settings.depth_bins
+        self._settings = settings
+
+    def _render_style(self) -> RenderStyle:
+        span = self._settings.heatmap_span
+        return RenderStyle(
+            self._palette, self._settings.overlay_alpha, heatmap_range(self.segmenter.threshold, span)
+        )
