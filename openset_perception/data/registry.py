@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from openset_perception.data.sample import Dataset
 
@@ -37,19 +38,20 @@ def _factory(name: str) -> tuple[Callable[..., Dataset], bool]:
     if name not in _READERS:
         raise ValueError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
     module_name, attribute, takes_split = _READERS[name]
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attribute), takes_split
-    except (ModuleNotFoundError, AttributeError) as error:
-        raise ValueError(f"dataset '{name}' has no reader in this installation ({error})") from error
+    return getattr(importlib.import_module(module_name), attribute), takes_split
 
 
-def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs) -> Dataset:
-    """Open dataset ``name`` at ``root``; a missing root raises FileNotFoundError naming it."""
+def open_dataset(name: str, root: str | Path, split: str | None = None, **kwargs: Any) -> Dataset:
+    """Open dataset ``name`` at ``root``; a missing root raises FileNotFoundError naming it.
+
+    ``split`` goes to readers with splits (None: the reader's default) and is an error for the others.
+    """
     factory, takes_split = _factory(name)
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"dataset root not found: {root}")
     if takes_split:
         return factory(root, split, **kwargs) if split is not None else factory(root, **kwargs)
+    if split is not None:
+        raise ValueError(f"dataset '{name}' has no splits (got split '{split}'); point the root at the data")
     return factory(root, **kwargs)

@@ -1,8 +1,9 @@
 """The segmenter node against a real ROS 2: lifecycle, outputs and headers, bursts, bad input, parameters.
 
-Runs the node in its own process (``python -m openset_perception.ros.segmenter_node``) under
-launch_pytest, with two cameras fed procedural street frames and depth. Skipped without rclpy.
-DDS stays on loopback (test/conftest.py) and on a random domain, so parallel runs do not meet.
+A launch_testing test: the node runs in its own process (``python -m openset_perception.ros.segmenter_node``)
+with a tiny random-weight checkpoint; a harness node feeds two cameras with procedural street frames and
+depth. The steps run in order (unittest sorts test_1_... test_7_...). Skipped without rclpy. DDS stays on
+loopback (test/conftest.py) and on a random domain, so parallel runs do not meet.
 """
 # ruff: noqa: E402 - the ROS imports must follow the skip guard
 
@@ -11,22 +12,28 @@ from __future__ import annotations
 import os
 import random
 import sys
+import tempfile
 import threading
 import time
+import unittest
 
 import pytest
 
 pytest.importorskip("rclpy")
-launch_pytest = pytest.importorskip("launch_pytest")
+pytest.importorskip("launch_testing")
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import launch_testing
+import launch_testing.actions
+import launch_testing.asserts
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from conftest import make_tiny_card, make_tiny_model
 from diagnostic_msgs.msg import DiagnosticArray
 from launch.actions import ExecuteProcess
 from launch.launch_description import LaunchDescription
@@ -39,6 +46,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from openset_perception.checkpoint import save_checkpoint
 from openset_perception.data.synthetic_streets import SyntheticStreets
 from openset_perception.image_codec import image_to_numpy, numpy_to_image
 from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS, OUTPUT_NAMES
@@ -52,12 +60,16 @@ CAMERAS = ("front", "rear")
 HEIGHT, WIDTH = 96, 128
 K = 8
 DEPTH_BINS = 11  # the default edges 0, 5, ..., 50 m plus the bin beyond
+_CHECKPOINT_DIR = tempfile.TemporaryDirectory(prefix="segmenter_node_test_")
 
 
-@launch_pytest.fixture(scope="module")
-def segmenter_launch(tiny_checkpoint: Path) -> LaunchDescription:
+@pytest.mark.launch_test
+def generate_test_description() -> tuple[LaunchDescription, dict[str, Any]]:
+    card = make_tiny_card()
+    checkpoint = Path(_CHECKPOINT_DIR.name) / "tiny.safetensors"
+    save_checkpoint(checkpoint, make_tiny_model(card), card)
     parameters = {
-        "model": str(tiny_checkpoint),
+        "model": str(checkpoint),
         "device": "cpu",
         "autostart": "false",
         "cameras": "[" + ",".join(CAMERAS) + "]",
@@ -75,7 +87,7 @@ def segmenter_launch(tiny_checkpoint: Path) -> LaunchDescription:
         additional_env={"PYTHONUNBUFFERED": "1"},
         output="screen",
     )
-    return LaunchDescription([node, launch_pytest.actions.ReadyToTest()])
+    return LaunchDescription([node, launch_testing.actions.ReadyToTest()]), {"node_process": node}
 
 
 @dataclass
@@ -169,31 +181,32 @@ def stamp_key(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[Harness]:
+def start_harness() -> Harness:
     rclpy.init()
     node = rclpy.create_node("segmenter_test_harness")
     publishers = {}
     for camera in CAMERAS:
         for stream in ("image", "depth"):
             publishers[(camera, stream)] = node.create_publisher(Image, f"{NAMESPACE}/{camera}/{stream}", 10)
-    test = Harness(node, SingleThreadedExecutor(), publishers)
+    harness = Harness(node, SingleThreadedExecutor(), publishers)
     for camera in CAMERAS:
         for output in OUTPUT_NAMES:
             msg_type = DiagnosticArray if output == DEPTH_REPORT else Image
             node.create_subscription(
                 msg_type,
                 f"{NAMESPACE}/{camera}/{output}",
-                lambda m, k=(camera, output): test.record(k, m),
+                lambda m, k=(camera, output): harness.record(k, m),
                 10,
             )
-    node.create_subscription(DiagnosticArray, "/diagnostics", test.on_diagnostics, 10)
-    test.executor.add_node(node)
-    spinner = threading.Thread(target=test.executor.spin, daemon=True)
-    spinner.start()
-    yield test
-    test.executor.shutdown()
-    node.destroy_node()
+    node.create_subscription(DiagnosticArray, "/diagnostics", harness.on_diagnostics, 10)
+    harness.executor.add_node(node)
+    threading.Thread(target=harness.executor.spin, daemon=True).start()
+    return harness
+
+
+def stop_harness(harness: Harness) -> None:
+    harness.executor.shutdown()
+    harness.node.destroy_node()
     rclpy.try_shutdown()
 
 
@@ -232,106 +245,6 @@ def feed_until(
     return sent
 
 
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_lifecycle_configure_and_activate(harness: Harness) -> None:
-    assert state_of(harness) == State.PRIMARY_STATE_UNCONFIGURED  # autostart is off
-    change_state(harness, Transition.TRANSITION_CONFIGURE)
-    assert state_of(harness) == State.PRIMARY_STATE_INACTIVE
-    change_state(harness, Transition.TRANSITION_ACTIVATE)
-    assert state_of(harness) == State.PRIMARY_STATE_ACTIVE
-
-
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_every_output_arrives_with_the_input_header_encoding_and_size(harness: Harness) -> None:
-    harness.clear()
-    keys = [(camera, output) for camera in CAMERAS for output in OUTPUT_NAMES]
-    sent = set(feed_until(harness, lambda: all(harness.received(*k) for k in keys), timeout_s=60.0))
-    for camera, output in keys:
-        for item in harness.received(camera, output):
-            header = item.msg.header
-            assert header.frame_id == f"{camera}_optical", (camera, output)
-            assert stamp_key(header.stamp) in sent, (camera, output)
-            if output == DEPTH_REPORT:
-                assert len(item.msg.status) == DEPTH_BINS
-                assert all(s.name.startswith(f"{camera} depth ") for s in item.msg.status)
-                assert {s.level for s in item.msg.status} <= {b"\x00", b"\x01"}
-                continue
-            msg = item.msg
-            assert (msg.encoding, msg.height, msg.width) == (IMAGE_OUTPUT_ENCODINGS[output], HEIGHT, WIDTH)
-            if output == "anomaly_score":
-                assert np.isfinite(image_to_numpy(msg)).all()
-
-    for camera in CAMERAS:  # the maps of one frame agree with each other
-        by_stamp = {}
-        for output in ("semantic", "open_set", "anomaly_mask"):
-            for item in harness.received(camera, output):
-                by_stamp.setdefault(stamp_key(item.msg.header.stamp), {})[output] = image_to_numpy(item.msg)
-        complete = [maps for maps in by_stamp.values() if len(maps) == 3]
-        assert complete, camera
-        for maps in complete:
-            assert maps["semantic"].max() < K
-            np.testing.assert_array_equal(maps["anomaly_mask"], (maps["open_set"] == K) * 255)
-            known = maps["open_set"] < K
-            np.testing.assert_array_equal(maps["open_set"][known], maps["semantic"][known])
-
-
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_health_is_published_on_diagnostics(harness: Harness) -> None:
-    health = harness.latest_health(newer_than=len(harness.health))
-    assert (health["device"], health["precision"], health["active"]) == ("cpu", "fp32", "true")
-    assert int(health["frames_received"]) > 0 and int(health["frames_processed"]) > 0
-    assert float(health["latency_p50_ms"]) > 0 and float(health["latency_p95_ms"]) >= float(
-        health["latency_p50_ms"]
-    )
-    for key in ("input_rate_hz", "output_rate_hz", "frames_dropped", "bad_inputs"):
-        assert key in health
-
-
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_a_burst_is_dropped_not_queued_and_the_node_stays_responsive(harness: Harness) -> None:
-    time.sleep(1.0)  # let earlier frames drain; one still in flight is not counted below either
-    before = harness.latest_health(newer_than=len(harness.health))
-    harness.clear()
-    sent: list[int] = []
-    for index in range(100):
-        stamp = harness.stamp()
-        for camera in CAMERAS:
-            harness.publish(camera, index, stamp)
-        sent.append(stamp_key(stamp))
-        time.sleep(1.0 / 30.0)
-    burst_end = time.monotonic()
-    start = time.monotonic()
-    assert state_of(harness, timeout_s=5.0) == State.PRIMARY_STATE_ACTIVE  # services still answer
-    assert time.monotonic() - start < 5.0
-
-    def last_frame_out() -> bool:
-        return all(
-            any(stamp_key(r.msg.header.stamp) == sent[-1] for r in harness.received(c, "overlay"))
-            for c in CAMERAS
-        )
-
-    wait_for(last_frame_out, 30.0, "the burst's last frame to come out")
-    time.sleep(1.0)  # nothing more may come: there is no queue behind the last frame
-    after = harness.latest_health(newer_than=len(harness.health))
-
-    outputs = 0
-    for camera in CAMERAS:
-        received = [r for r in harness.received(camera, "overlay") if stamp_key(r.msg.header.stamp) in sent]
-        stamps = [stamp_key(r.msg.header.stamp) for r in received]
-        assert stamps == sorted(stamps) and stamps[-1] == sent[-1], camera  # newest first, never old ones
-        assert sum(r.at > burst_end for r in received) <= 3, "frames were queued behind the burst"
-        outputs += len(stamps)
-
-    def delta(key: str) -> int:
-        return int(after[key]) - int(before[key])
-
-    # Every frame that reached the node was either processed or counted as dropped; a node that kept
-    # up with 30 Hz on two cameras had nothing to drop (not expected on a CPU).
-    assert delta("frames_processed") == outputs
-    assert delta("frames_received") == delta("frames_processed") + delta("frames_dropped")
-    assert delta("frames_dropped") > 0 or outputs == 2 * len(sent)
-
-
 MALFORMED = [
     {"encoding": "yuv422"},
     {"encoding": ""},
@@ -341,62 +254,177 @@ MALFORMED = [
     {"step": WIDTH},  # rows narrower than the pixels
     {"height": 16, "width": 16, "step": 48, "data": bytes(16 * 48)},  # smaller than the network takes
     {"encoding": "32FC1", "step": WIDTH * 4, "data": bytes(HEIGHT * WIDTH * 4)},  # depth where colour belongs
-    {"depth_height": HEIGHT // 2, "depth_data": bytes(HEIGHT // 2 * WIDTH * 4)},  # depth of another size
+    {"depth_height": HEIGHT // 2},  # depth of another size (data fixed per camera below)
     {"depth_encoding": "rgb8"},
 ]
 
 
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_malformed_messages_are_skipped_and_the_node_carries_on(harness: Harness) -> None:
-    before = harness.latest_health(newer_than=len(harness.health))
-    for index, malformed in enumerate(MALFORMED):  # 10 kinds x 2 cameras = 20 malformed messages
-        stamp = harness.stamp()
+class TestSegmenterNode(unittest.TestCase):
+    """Steps against one running node, in name order."""
+
+    harness: Harness
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.harness = start_harness()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        stop_harness(cls.harness)
+
+    def test_1_lifecycle_configure_and_activate(self) -> None:
+        h = self.harness
+        assert state_of(h) == State.PRIMARY_STATE_UNCONFIGURED  # autostart is off
+        change_state(h, Transition.TRANSITION_CONFIGURE)
+        assert state_of(h) == State.PRIMARY_STATE_INACTIVE
+        change_state(h, Transition.TRANSITION_ACTIVATE)
+        assert state_of(h) == State.PRIMARY_STATE_ACTIVE
+
+    def test_2_every_output_arrives_with_the_input_header_encoding_and_size(self) -> None:
+        h = self.harness
+        h.clear()
+        keys = [(camera, output) for camera in CAMERAS for output in OUTPUT_NAMES]
+        sent = set(feed_until(h, lambda: all(h.received(*k) for k in keys), timeout_s=60.0))
+        for camera, output in keys:
+            for item in h.received(camera, output):
+                header = item.msg.header
+                assert header.frame_id == f"{camera}_optical", (camera, output)
+                assert stamp_key(header.stamp) in sent, (camera, output)
+                if output == DEPTH_REPORT:
+                    assert len(item.msg.status) == DEPTH_BINS
+                    assert all(s.name.startswith(f"{camera} depth ") for s in item.msg.status)
+                    assert {s.level for s in item.msg.status} <= {b"\x00", b"\x01"}
+                    continue
+                msg = item.msg
+                expected = (IMAGE_OUTPUT_ENCODINGS[output], HEIGHT, WIDTH)
+                assert (msg.encoding, msg.height, msg.width) == expected, (camera, output)
+                if output == "anomaly_score":
+                    assert np.isfinite(image_to_numpy(msg)).all()
+
+        for camera in CAMERAS:  # the maps of one frame agree with each other
+            by_stamp: dict[int, dict[str, np.ndarray]] = {}
+            for output in ("semantic", "open_set", "anomaly_mask"):
+                for item in h.received(camera, output):
+                    maps = by_stamp.setdefault(stamp_key(item.msg.header.stamp), {})
+                    maps[output] = image_to_numpy(item.msg)
+            complete = [maps for maps in by_stamp.values() if len(maps) == 3]
+            assert complete, camera
+            for maps in complete:
+                assert maps["semantic"].max() < K
+                np.testing.assert_array_equal(maps["anomaly_mask"], (maps["open_set"] == K) * 255)
+                known = maps["open_set"] < K
+                np.testing.assert_array_equal(maps["open_set"][known], maps["semantic"][known])
+
+    def test_3_health_is_published_on_diagnostics(self) -> None:
+        health = self.harness.latest_health(newer_than=len(self.harness.health))
+        assert (health["device"], health["precision"], health["active"]) == ("cpu", "fp32", "true")
+        assert int(health["frames_received"]) > 0 and int(health["frames_processed"]) > 0
+        assert 0 < float(health["latency_p50_ms"]) <= float(health["latency_p95_ms"])
+        for key in ("input_rate_hz", "output_rate_hz", "frames_dropped", "bad_inputs"):
+            assert key in health
+
+    def test_4_a_burst_is_dropped_not_queued_and_the_node_stays_responsive(self) -> None:
+        h = self.harness
+        time.sleep(1.0)  # let earlier frames drain; one still in flight is not counted below either
+        before = h.latest_health(newer_than=len(h.health))
+        h.clear()
+        sent: list[int] = []
+        for index in range(100):
+            stamp = h.stamp()
+            for camera in CAMERAS:
+                h.publish(camera, index, stamp)
+            sent.append(stamp_key(stamp))
+            time.sleep(1.0 / 30.0)
+        burst_end = time.monotonic()
+        assert state_of(h, timeout_s=5.0) == State.PRIMARY_STATE_ACTIVE  # services still answer
+        assert time.monotonic() - burst_end < 5.0
+
+        def last_frame_out() -> bool:
+            return all(
+                any(stamp_key(r.msg.header.stamp) == sent[-1] for r in h.received(c, "overlay"))
+                for c in CAMERAS
+            )
+
+        wait_for(last_frame_out, 30.0, "the burst's last frame to come out")
+        time.sleep(1.0)  # nothing more may come: there is no queue behind the last frame
+        after = h.latest_health(newer_than=len(h.health))
+
+        burst = set(sent)
+        outputs = 0
         for camera in CAMERAS:
-            malformed_for_camera = dict(malformed)
-            if camera == "rear" and "depth_data" in malformed:  # 16UC1: two bytes per pixel
-                malformed_for_camera["depth_data"] = bytes(HEIGHT // 2 * WIDTH * 2)
-            harness.publish(camera, index, stamp, malformed_for_camera)
-        time.sleep(0.1)
-    harness.clear()
-    feed_until(harness, lambda: all(harness.received(c, "overlay") for c in CAMERAS), timeout_s=30.0)
-    after = harness.latest_health(newer_than=len(harness.health))
-    assert int(after["bad_inputs"]) - int(before["bad_inputs"]) >= 15
-    assert int(after["failed_batches"]) == int(before["failed_batches"])
+            received = [r for r in h.received(camera, "overlay") if stamp_key(r.msg.header.stamp) in burst]
+            stamps = [stamp_key(r.msg.header.stamp) for r in received]
+            assert stamps == sorted(stamps) and stamps[-1] == sent[-1], camera  # never an older frame
+            assert sum(r.at > burst_end for r in received) <= 3, "frames were queued behind the burst"
+            outputs += len(stamps)
+
+        def delta(key: str) -> int:
+            return int(after[key]) - int(before[key])
+
+        # Every frame that reached the node was either processed or counted as dropped; a node that
+        # kept up with 30 Hz on two cameras had nothing to drop (not expected on a CPU).
+        assert delta("frames_processed") == outputs
+        assert delta("frames_received") == delta("frames_processed") + delta("frames_dropped")
+        assert delta("frames_dropped") > 0 or outputs == 2 * len(sent)
+
+    def test_5_malformed_messages_are_skipped_and_the_node_carries_on(self) -> None:
+        h = self.harness
+        before = h.latest_health(newer_than=len(h.health))
+        for index, malformed in enumerate(MALFORMED):  # 10 kinds x 2 cameras = 20 malformed messages
+            stamp = h.stamp()
+            for camera in CAMERAS:
+                fields = dict(malformed)
+                if "depth_height" in fields:  # a consistent depth image, just smaller than the colour one
+                    bytes_per_pixel = 4 if camera == "front" else 2
+                    fields["depth_data"] = bytes(HEIGHT // 2 * WIDTH * bytes_per_pixel)
+                h.publish(camera, index, stamp, fields)
+            time.sleep(0.1)
+        h.clear()
+        feed_until(h, lambda: all(h.received(c, "overlay") for c in CAMERAS), timeout_s=30.0)
+        after = h.latest_health(newer_than=len(h.health))
+        assert int(after["bad_inputs"]) - int(before["bad_inputs"]) >= 15
+        assert int(after["failed_batches"]) == int(before["failed_batches"])
+
+    def test_6_run_time_parameters_are_validated_and_applied(self) -> None:
+        h = self.harness
+        (accepted,) = set_parameters(h, threshold=-1e9)
+        assert accepted.successful
+        h.clear()
+
+        def all_unknown() -> bool:
+            masks = [image_to_numpy(r.msg) for r in h.received("front", "anomaly_mask")]
+            return any((mask == 255).all() for mask in masks)
+
+        feed_until(h, all_unknown, timeout_s=30.0)
+        assert set_parameters(h, threshold=float("nan"))[0].successful
+
+        (refused,) = set_parameters(h, danger_range=[20.0, 5.0])
+        assert not refused.successful and "danger_range" in refused.reason
+        (read_only,) = set_parameters(h, model="other.safetensors")
+        assert not read_only.successful
+        (wrong_type,) = set_parameters(h, max_input_age="soon")
+        assert not wrong_type.successful
+
+    def test_7_deactivate_stops_outputs_and_cleanup_unconfigures(self) -> None:
+        h = self.harness
+        change_state(h, Transition.TRANSITION_DEACTIVATE)
+        assert state_of(h) == State.PRIMARY_STATE_INACTIVE
+        time.sleep(0.5)
+        h.clear()
+        for index in range(5):
+            stamp = h.stamp()
+            for camera in CAMERAS:
+                h.publish(camera, index, stamp)
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert all(not h.received(c, o) for c in CAMERAS for o in OUTPUT_NAMES)
+        change_state(h, Transition.TRANSITION_CLEANUP)
+        assert state_of(h) == State.PRIMARY_STATE_UNCONFIGURED
 
 
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_run_time_parameters_are_validated_and_applied(harness: Harness) -> None:
-    (accepted,) = set_parameters(harness, threshold=-1e9)
-    assert accepted.successful
-    harness.clear()
-
-    def all_unknown() -> bool:
-        masks = [image_to_numpy(r.msg) for r in harness.received("front", "anomaly_mask")]
-        return any((mask == 255).all() for mask in masks)
-
-    feed_until(harness, all_unknown, timeout_s=30.0)
-    assert set_parameters(harness, threshold=float("nan"))[0].successful
-
-    (refused,) = set_parameters(harness, danger_range=[20.0, 5.0])
-    assert not refused.successful and "danger_range" in refused.reason
-    (read_only,) = set_parameters(harness, model="other.safetensors")
-    assert not read_only.successful
-    (wrong_type,) = set_parameters(harness, max_input_age="soon")
-    assert not wrong_type.successful
-
-
-@pytest.mark.launch(fixture=segmenter_launch)
-def test_deactivate_stops_outputs_and_cleanup_unconfigures(harness: Harness) -> None:
-    change_state(harness, Transition.TRANSITION_DEACTIVATE)
-    assert state_of(harness) == State.PRIMARY_STATE_INACTIVE
-    time.sleep(0.5)
-    harness.clear()
-    for index in range(5):
-        stamp = harness.stamp()
-        for camera in CAMERAS:
-            harness.publish(camera, index, stamp)
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert all(not harness.received(c, o) for c in CAMERAS for o in OUTPUT_NAMES)
-    change_state(harness, Transition.TRANSITION_CLEANUP)
-    assert state_of(harness) == State.PRIMARY_STATE_UNCONFIGURED
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_the_node_exits_cleanly(self, proc_info: Any, proc_output: Any, node_process: Any) -> None:
+        launch_testing.asserts.assertExitCodes(proc_info, process=node_process)
+        text = "".join(event.text.decode(errors="replace") for event in proc_output[node_process])
+        assert "Traceback" not in text, text

@@ -1,0 +1,575 @@
+"""Latency, throughput, FLOPs and memory of the inference paths, timed interleaved in one run.
+
+Four paths start from the same frames (random weights unless a checkpoint is given):
+
+- ``closed_set``: normalisation, backbone + classifier, logits upsampled to full resolution, argmax.
+  No inlier-posterior head: the minimal closed-set segmenter, built from the model's own modules.
+- ``densehybrid``: the engine's own ``Segmenter.dense_maps`` (the same logits path plus the inlier
+  head, its upsampling and the hybrid score), then argmax and open-set fusion.
+- ``depth``: ``densehybrid`` plus per-depth-bin statistics of the score (depth uploaded from the host).
+- ``node``: one step of the ROS node without DDS: decode ``sensor_msgs/Image`` messages (bgr8 colour,
+  16UC1 depth), ``Segmenter.segment`` (upload, every map, depth report, download), encode the
+  semantic / anomaly-score / open-set output messages.
+
+The first three start from a uint8 batch already on the device, so ``densehybrid - closed_set`` is
+exactly the inlier head + its upsampling + the score + the fusion. Within every iteration the paths
+run in rotating order, so a change of machine load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rosbags.typesys import Stores, get_typestore
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from openset_perception.checkpoint import ModelCard, load_checkpoint
+from openset_perception.depth import DepthBinStats, depth_bin_statistics
+from openset_perception.engine import PRECISIONS, Segmenter
+from openset_perception.image_codec import decode_color, decode_depth, numpy_to_image, rosbags_factories
+from openset_perception.models import ArchitectureSpec, build_model
+from openset_perception.models.blocks import resize_to
+from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
+from openset_perception.scoring import open_set_from_semantic
+
+PATHS = ("closed_set", "densehybrid", "depth", "node")
+PATH_TITLES = {
+    "closed_set": "closed-set forward + argmax",
+    "densehybrid": "+ DenseHybrid score + open-set fusion",
+    "depth": "+ depth binning",
+    "node": "full node path (decode -> engine -> encode)",
+}
+# The maps the node publishes from the engine's output, in the node's encodings.
+NODE_OUTPUT_ENCODINGS = {"semantic": "mono8", "anomaly_score": "32FC1", "open_set": "mono8"}
+WIDTH_SCALABLE_BACKBONES = ("swiftnet_rn18",)
+CITYSCAPES_CLASSES = 19
+THRESHOLD_QUANTILE = 0.95
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    backbone: str = "swiftnet_rn18"
+    height: int = 1024
+    width: int = 2048
+    batch: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    iterations: int = 100
+    warmup: int = 10
+    checkpoint: str | None = None
+    model_width: float | None = None  # channel scale of width-scalable backbones (random weights only)
+    num_classes: int = CITYSCAPES_CLASSES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.height < 32 or self.width < 32:
+            raise ValueError(f"the input must be at least 32x32, got {self.height}x{self.width}")
+        if self.batch < 1 or self.iterations < 1 or self.warmup < 0:
+            raise ValueError("batch and iterations must be >= 1 and warmup >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.model_width is not None and self.backbone not in WIDTH_SCALABLE_BACKBONES:
+            raise ValueError(
+                f"--width applies to {', '.join(WIDTH_SCALABLE_BACKBONES)} only, not to {self.backbone}"
+            )
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    iterations: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        """Median and p95 with linear interpolation between order statistics (numpy's default)."""
+        samples = np.asarray(samples_ms, dtype=np.float64)
+        if samples.size == 0:
+            raise ValueError("no timing samples")
+        return cls(
+            median_ms=float(np.median(samples)),
+            p95_ms=float(np.percentile(samples, 95)),
+            mean_ms=float(samples.mean()),
+            min_ms=float(samples.min()),
+            max_ms=float(samples.max()),
+            iterations=int(samples.size),
+        )
+
+
+@dataclass(frozen=True)
+class PathResult:
+    latency: LatencyStats
+    fps: float  # frames (not batches) per second at the median latency
+    peak_memory_mb: float | None
+
+
+@dataclass(frozen=True)
+class Environment:
+    device_name: str
+    device_type: str
+    precision: str  # the precision that ran (fp16 falls back to fp32 on the CPU)
+    torch_version: str
+    torch_threads: int
+    commit: str
+    date: str
+    load_average: tuple[float, float]  # 1-minute load at the start and the end of the run
+    peak_memory_kind: str
+
+
+@dataclass
+class BenchmarkResult:
+    config: BenchmarkConfig
+    environment: Environment
+    paths: dict[str, PathResult]
+    gflops: dict[str, float]  # closed_set and densehybrid, one forward of the whole batch
+    node_stage_ms: dict[str, float]  # median engine stage timings inside the node path
+    threshold: float
+    threshold_source: str
+    overhead: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Ratios over the closed-set median, e.g. overhead['densehybrid'] = (b - a) / a."""
+        closed = self.paths["closed_set"].latency.median_ms
+        self.overhead = {name: (self.paths[name].latency.median_ms - closed) / closed for name in PATHS[1:]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "environment": asdict(self.environment),
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "paths": {
+                name: {**asdict(path.latency), "fps": path.fps, "peak_memory_mb": path.peak_memory_mb}
+                for name, path in self.paths.items()
+            },
+            "overhead": self.overhead,
+            "gflops": self.gflops,
+            "node_stage_ms": self.node_stage_ms,
+        }
+
+
+@dataclass(frozen=True)
+class SyntheticInputs:
+    frames: list[np.ndarray]  # HxWx3 uint8 RGB
+    depth_m: list[np.ndarray]  # HxW float32 metres, NaN invalid
+
+
+@dataclass(frozen=True)
+class NodeOutput:
+    messages: list[dict[str, Any]]  # per camera: output name -> sensor_msgs/Image
+    depth_report: list[list[DepthBinStats] | None] | None
+    timings_ms: dict[str, float]
+
+
+def synthetic_inputs(batch: int, height: int, width: int, seed: int = 0) -> SyntheticInputs:
+    """Noise frames and a road-like depth ramp (60 m at the top to 0.5 m at the bottom, 5% holes)."""
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch)]
+    ramp = np.linspace(60.0, 0.5, height, dtype=np.float32)[:, None]
+    depth = []
+    for _ in range(batch):
+        metres = np.repeat(ramp, width, axis=1)
+        metres[rng.random((height, width)) < 0.05] = np.nan
+        depth.append(metres)
+    return SyntheticInputs(frames, depth)
+
+
+def random_weights_card(backbone: str, num_classes: int, model_width: float | None = None) -> ModelCard:
+    kwargs = {} if model_width is None else {"width": model_width}
+    return ModelCard(
+        architecture=ArchitectureSpec(backbone, num_classes, kwargs),
+        class_names=[f"class_{k}" for k in range(num_classes)],
+        palette=[(k, k, k) for k in range(num_classes)],
+        description="random weights, for benchmarks",
+    )
+
+
+def build_segmenter(config: BenchmarkConfig) -> Segmenter:
+    if config.checkpoint is not None:
+        model, card = load_checkpoint(config.checkpoint)
+        if card.architecture.backbone != config.backbone:
+            raise ValueError(
+                f"checkpoint {config.checkpoint} holds a {card.architecture.backbone}, "
+                f"not a {config.backbone}"
+            )
+    else:
+        torch.manual_seed(config.seed)
+        card = random_weights_card(config.backbone, config.num_classes, config.model_width)
+        model = build_model(card.architecture)
+    return Segmenter(model, card, device=config.device, precision=config.precision)
+
+
+class ClosedSetNetwork(nn.Module):
+    """Backbone + classifier of an OpenSetSegmenter (shared modules, not copies), logits upsampled."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.classifier = model.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x, with_probes=False)
+        return resize_to(self.classifier(features.prelogits), x.shape[-2:])
+
+
+class InferencePaths:
+    """The four timed paths over one fixed batch; each call computes and returns its outputs."""
+
+    def __init__(self, segmenter: Segmenter, inputs: SyntheticInputs) -> None:
+        self.segmenter = segmenter
+        self.inputs = inputs
+        self.batch = hwc_batch_to_tensor(inputs.frames, segmenter.device, pin_memory=True)
+        self.closed_set_network: nn.Module = ClosedSetNetwork(segmenter.model)
+        self._pad_multiple = int(getattr(segmenter.model.backbone, "pad_multiple", 32))
+        self._message_factory = rosbags_factories(get_typestore(Stores.ROS2_JAZZY)).image
+        self._image_messages = [
+            numpy_to_image(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), "bgr8", msg_factory=self._message_factory)
+            for frame in inputs.frames
+        ]
+        millimetres = [np.nan_to_num(d * 1000.0, nan=0.0).astype(np.uint16) for d in inputs.depth_m]
+        self._depth_messages = [
+            numpy_to_image(mm, "16UC1", msg_factory=self._message_factory) for mm in millimetres
+        ]
+
+    def calls(self) -> dict[str, Callable[[], object]]:
+        return {
+            "closed_set": self.closed_set,
+            "densehybrid": self.densehybrid,
+            "depth": self.depth,
+            "node": self.node,
+        }
+
+    def compile(self) -> None:
+        """torch.compile both networks; the segmenter's model is replaced by its compiled version."""
+        self.closed_set_network = torch.compile(self.closed_set_network)
+        self.segmenter.model = torch.compile(self.segmenter.model)
+
+    @torch.inference_mode()
+    def closed_set(self) -> torch.Tensor:
+        """(B,H,W) int64 argmax of the full-resolution logits, preprocessed as the engine does."""
+        segmenter = self.segmenter
+        height, width = self.batch.shape[-2:]
+        x = normalize(self.batch, segmenter.card.normalization)
+        input_size = segmenter.card.input_size
+        if input_size is not None and tuple(input_size) != (height, width):
+            x = F.interpolate(x, size=tuple(input_size), mode="bilinear", align_corners=False)
+        net_height, net_width = x.shape[-2:]
+        x, _ = pad_to_multiple(x, self._pad_multiple)
+        if segmenter.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(segmenter.device, segmenter.precision):
+            logits = self.closed_set_network(x)
+        logits = logits[..., :net_height, :net_width]
+        if (net_height, net_width) != (height, width):
+            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return logits.argmax(dim=1)
+
+    @torch.inference_mode()
+    def densehybrid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(semantic, open_set, score) on the device, through the engine's ``dense_maps``."""
+        segmenter = self.segmenter
+        dense = segmenter.dense_maps(self.batch)
+        semantic = dense.logits.argmax(dim=1)
+        open_set = open_set_from_semantic(semantic, dense.score, segmenter.threshold, segmenter.num_classes)
+        return semantic, open_set, dense.score
+
+    @torch.inference_mode()
+    def depth(self) -> list[list[DepthBinStats]]:
+        _, _, score = self.densehybrid()
+        depth = torch.from_numpy(np.stack(self.inputs.depth_m)).to(self.segmenter.device)
+        return depth_bin_statistics(score, depth, self.segmenter.threshold, self.segmenter.depth_bins)
+
+    def node(self) -> NodeOutput:
+        images = [decode_color(msg) for msg in self._image_messages]
+        depth = [decode_depth(msg) for msg in self._depth_messages]
+        result = self.segmenter.segment(images, depth)
+        messages = []
+        for camera in range(len(images)):
+            messages.append(
+                {
+                    name: numpy_to_image(
+                        getattr(result, name)[camera], encoding, msg_factory=self._message_factory
+                    )
+                    for name, encoding in NODE_OUTPUT_ENCODINGS.items()
+                }
+            )
+        return NodeOutput(messages, result.depth_report, result.timings_ms)
+
+    def set_threshold(self) -> str:
+        """Use the card's threshold; without one, flag the top 5% of this run's scores, so the
+        fusion and the depth statistics do the work they do in deployment."""
+        if self.segmenter.card.threshold is not None:
+            return "model card"
+        with torch.inference_mode():
+            score = self.segmenter.dense_maps(self.batch).score.flatten()
+        sample = score[:: max(1, score.numel() // 1_000_000)].float()
+        self.segmenter.threshold = float(torch.quantile(sample, THRESHOLD_QUANTILE))
+        return f"{THRESHOLD_QUANTILE:.0%} quantile of the run's scores (no calibrated threshold)"
+
+
+def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkResult:
+    """Warm up, then time every path ``config.iterations`` times, interleaved."""
+    load_start = os.getloadavg()[0]
+    segmenter = build_segmenter(config)
+    paths = InferencePaths(
+        segmenter, synthetic_inputs(config.batch, config.height, config.width, config.seed)
+    )
+    threshold_source = paths.set_threshold()
+    # FLOPs are counted on the eager modules: the counter cannot see inside compiled graphs.
+    gflops = {name: count_gflops(paths.calls()[name]) for name in ("closed_set", "densehybrid")}
+    if config.compile:
+        paths.compile()
+    calls = paths.calls()
+    samples: dict[str, list[float]] = {name: [] for name in PATHS}
+    node_stages: dict[str, list[float]] = {}
+    label = f"{config.backbone} {config.height}x{config.width} b{config.batch} {segmenter.precision}"
+    for iteration in tqdm(range(config.warmup + config.iterations), desc=label, disable=not progress):
+        offset = iteration % len(PATHS)
+        for name in PATHS[offset:] + PATHS[:offset]:
+            elapsed_ms, output = timed_call(calls[name], segmenter.device)
+            if iteration < config.warmup:
+                continue
+            samples[name].append(elapsed_ms)
+            if name == "node":
+                for stage, ms in output.timings_ms.items():
+                    node_stages.setdefault(stage, []).append(ms)
+    memory = {name: peak_memory_mb(calls[name], segmenter.device) for name in PATHS}
+    results = {}
+    for name in PATHS:
+        latency = LatencyStats.from_samples(samples[name])
+        results[name] = PathResult(latency, 1e3 * config.batch / latency.median_ms, memory[name])
+    environment = Environment(
+        device_name=device_name(segmenter.device),
+        device_type=segmenter.device.type,
+        precision=segmenter.precision,
+        torch_version=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        commit=git_commit(),
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        load_average=(load_start, os.getloadavg()[0]),
+        peak_memory_kind="cuda_max_allocated" if segmenter.device.type == "cuda" else "cpu_peak_rss_delta",
+    )
+    return BenchmarkResult(
+        config=config,
+        environment=environment,
+        paths=results,
+        gflops=gflops,
+        node_stage_ms={stage: float(np.median(ms)) for stage, ms in node_stages.items()},
+        threshold=segmenter.threshold,
+        threshold_source=threshold_source,
+    )
+
+
+def timed_call(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall time of ``fn`` in ms, with the device synchronised before and after."""
+    _synchronize(device)
+    start = time.perf_counter()
+    output = fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) * 1e3, output
+
+
+def count_gflops(fn: Callable[[], Any]) -> float:
+    """GFLOPs of one call as torch's FlopCounterMode counts them (a multiply-add is 2 FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """CUDA: max_memory_allocated during one call (weights included). CPU: peak RSS growth during it,
+    or None where the kernel does not let a process reset its peak RSS."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        # Writing 5 resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0).
+        Path("/proc/self/clear_refs").write_text("5")
+        before_kb = _proc_status_kb("VmRSS")
+        fn()
+        return (_proc_status_kb("VmHWM") - before_kb) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+
+
+def git_commit() -> str:
+    """Short commit of the package's checkout, '-dirty' when tracked files differ from it."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        # --no-optional-locks: a benchmark must not touch the repository's index.
+        command = ["git", "--no-optional-locks", "-C", str(repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+MARKDOWN_COLUMNS = (
+    "date",
+    "commit",
+    "device",
+    "backbone",
+    "input",
+    "batch",
+    "precision",
+    "compile",
+    "threads",
+    "iters",
+    "closed-set ms",
+    "+ DenseHybrid ms",
+    "DenseHybrid overhead",
+    "+ depth ms",
+    "node path ms",
+    "node FPS",
+    "GFLOPs closed / hybrid",
+    "peak MB closed / hybrid / node",
+    "torch",
+)
+
+
+def markdown_row(result: BenchmarkResult) -> str:
+    """One table row; latencies as 'median (p95)'."""
+    config, env, paths = result.config, result.environment, result.paths
+
+    def latency(name: str) -> str:
+        stats = paths[name].latency
+        return f"{stats.median_ms:.1f} ({stats.p95_ms:.1f})"
+
+    def memory(name: str) -> str:
+        value = paths[name].peak_memory_mb
+        return "n/a" if value is None else f"{value:.0f}"
+
+    width = "" if config.model_width is None else f" (width {config.model_width:g})"
+    cells = (
+        env.date,
+        env.commit,
+        env.device_name,
+        config.backbone + width,
+        f"{config.height}x{config.width}",
+        str(config.batch),
+        env.precision,
+        "yes" if config.compile else "no",
+        str(env.torch_threads),
+        str(paths["closed_set"].latency.iterations),
+        latency("closed_set"),
+        latency("densehybrid"),
+        f"{100 * result.overhead['densehybrid']:+.2f} %",
+        latency("depth"),
+        latency("node"),
+        f"{paths['node'].fps:.2f}",
+        f"{result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}",
+        " / ".join(memory(name) for name in ("closed_set", "densehybrid", "node")),
+        env.torch_version,
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(results: Sequence[BenchmarkResult]) -> str:
+    header = "| " + " | ".join(MARKDOWN_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in MARKDOWN_COLUMNS) + "|"
+    return "\n".join([header, rule, *(markdown_row(r) for r in results)])
+
+
+def markdown_block(results: Sequence[BenchmarkResult], command: str) -> str:
+    """A dated run: the command, the load it ran under, the table, and the engine's stage split."""
+    first = results[0].environment
+    loads = ", ".join(
+        f"{r.config.backbone} {r.environment.load_average[0]:.2f} -> {r.environment.load_average[1]:.2f}"
+        for r in results
+    )
+    lines = [
+        f"### {first.date}, {first.device_name}, commit {first.commit}",
+        "",
+        f"`{command}`",
+        "",
+        f"1-minute load average at start -> end: {loads}. Latency: median (p95) over the iterations, "
+        f"peak memory: {first.peak_memory_kind}.",
+        "",
+        markdown_table(results),
+        "",
+    ]
+    for r in results:
+        stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in r.node_stage_ms.items())
+        lines.append(
+            f"- {r.config.backbone}: engine stages in the node path (median ms): {stages}; "
+            f"threshold {r.threshold:.4g} ({r.threshold_source})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def append_markdown(path: str | Path, results: Sequence[BenchmarkResult], command: str) -> None:
+    """Append a run to a Markdown file (created if missing); earlier content is never rewritten."""
+    path = Path(path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n" + markdown_block(results, command))
+
+
+def summary_line(result: BenchmarkResult) -> str:
+    config, paths = result.config, result.paths
+    median = {name: paths[name].latency.median_ms for name in PATHS}
+    return (
+        f"{config.backbone} {config.height}x{config.width} batch {config.batch} "
+        f"{result.environment.precision}{' compiled' if config.compile else ''}: "
+        f"closed-set {median['closed_set']:.1f} ms, + DenseHybrid {median['densehybrid']:.1f} ms "
+        f"({100 * result.overhead['densehybrid']:+.2f} %), + depth {median['depth']:.1f} ms, "
+        f"node path {median['node']:.1f} ms ({paths['node'].fps:.2f} FPS); "
+        f"GFLOPs {result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}"
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def _proc_status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(key)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 9's GPU table in one command: swiftnet_rn18 and ldn121 at 1024x2048, batch 1 and 4 (four
+# cameras), fp32 and fp16, eager and torch.compile'd. Every run appends a dated block (command, device,
+# commit, load) to docs/benchmarks.md and writes its JSON to build/benchmarks/.
+#
+#   scripts/gpu_benchmark.sh                   # the full table (8 runs x 2 backbones)
+#   scripts/gpu_benchmark.sh --iterations 200  # extra options go to every run
+#
+# Uses .venv/bin/python when the repository has one, else $PYTHON or python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_benchmark.sh: no CUDA device visible to torch; nothing was run" >&2
+    exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv || true
+
+mkdir -p build/benchmarks
+for compile in "" "--compile"; do
+    for precision in fp32 fp16; do
+        for batch in 1 4; do
+            name="gpu_${precision}_b${batch}${compile:+_compiled}"
+            "$PYTHON" -m openset_perception.cli.main benchmark \
+                --backbone swiftnet_rn18 --backbone ldn121 --size 1024x2048 --batch "$batch" \
+                --device cuda --precision "$precision" $compile --iterations 100 --warmup 10 \
+                --json "build/benchmarks/$name.json" --append-markdown docs/benchmarks.md "$@"
+        done
+    done
+done
