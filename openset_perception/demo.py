@@ -59,7 +59,7 @@ def render_examples(segmenter: Segmenter, bag: Path, out_dir: Path, count: int) 
         _write_png(out_dir / f"frame_{index:02d}_overlay.png", rendered["overlay"])
         _write_png(out_dir / f"frame_{index:02d}_heatmap.png", rendered["anomaly_heatmap"])
         rows.append([image, rendered["overlay"], rendered["anomaly_heatmap"]])
-    titles = ["input", "open-set overlay (unknown = magenta)", "anomaly score"] * len(rows)
+    titles = ["input", "open-set overlay (unknown = cyan)", "anomaly score"] * len(rows)
     sheet_path = out_dir / "contact_sheet.png"
     _write_png(sheet_path, contact_sheet(rows, titles=[titles[i * 3 : i * 3 + 3] for i in range(len(rows))]))
     return sheet_path

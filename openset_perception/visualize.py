@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib import colormaps
 
 IGNORE_LABEL = 255
+# Cyan: no Cityscapes class colour is near it (magenta would be confused with sidewalk).
+UNKNOWN_COLOR: tuple[int, int, int] = (0, 255, 255)
 Color = tuple[int, int, int]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -60,7 +62,7 @@ def _label_lut(palette: np.ndarray, unknown_color: Color, ignore_color: Color) -
 def colorize_labels(
     labels: np.ndarray,
     palette: np.ndarray | Sequence[Color],
-    unknown_color: Color = (255, 0, 255),
+    unknown_color: Color = UNKNOWN_COLOR,
     ignore_color: Color = (0, 0, 0),
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB: class k -> ``palette[k]``, K = len(palette) -> unknown, 255 -> ignore colour."""
@@ -74,7 +76,7 @@ def overlay(
     labels: np.ndarray,
     palette: np.ndarray | Sequence[Color],
     alpha: float = 0.5,
-    unknown_color: Color = (255, 0, 255),
+    unknown_color: Color = UNKNOWN_COLOR,
     outline_color: Color = (255, 255, 255),
     outline_width: int = 2,
 ) -> np.ndarray:

@@ -16,7 +16,7 @@ from openset_perception.runtime.outputs import (
     heatmap_range,
     render_image_outputs,
 )
-from openset_perception.visualize import colormap_lut
+from openset_perception.visualize import UNKNOWN_COLOR, colormap_lut
 
 PALETTE = np.array([(128, 64, 128), (70, 130, 180), (0, 0, 142)], dtype=np.uint8)  # K = 3
 K = len(PALETTE)
@@ -73,7 +73,7 @@ def test_overlay_blends_known_pixels_and_paints_unknown_ones() -> None:
     maps = FrameMaps(None, None, open_set, None)
     out = render_image_outputs(image, maps, {"overlay"}, RenderStyle(PALETTE, overlay_alpha=0.25))["overlay"]
     assert out.dtype == np.uint8 and out.shape == (12, 12, 3)
-    assert tuple(out[1, 1]) == (255, 0, 255)  # unknown
+    assert tuple(out[1, 1]) == UNKNOWN_COLOR  # unknown
     assert tuple(out[3, 3]) == (255, 255, 255)  # outline, 2 px around the unknown region
     expected = np.rint(0.75 * image[9, 9].astype(float) + 0.25 * PALETTE[2].astype(float))
     np.testing.assert_allclose(out[9, 9], expected, atol=1)

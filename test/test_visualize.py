@@ -16,7 +16,7 @@ from openset_perception.visualize import (
 )
 
 PALETTE = np.array([(128, 64, 128), (70, 130, 180), (0, 0, 142)], dtype=np.uint8)
-UNKNOWN = (255, 0, 255)
+UNKNOWN = (0, 255, 255)
 
 
 def test_colorize_labels_maps_classes_unknown_and_ignore() -> None:

@@ -5,7 +5,6 @@ with a tiny random-weight checkpoint; a harness node feeds two cameras with proc
 depth. The steps run in order (unittest sorts test_1_... test_7_...). Skipped without rclpy. DDS stays on
 loopback (test/conftest.py) and on a random domain, so parallel runs do not meet.
 """
-# ruff: noqa: E402 - the ROS imports must follow the skip guard
 
 from __future__ import annotations
 
