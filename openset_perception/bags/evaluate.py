@@ -30,6 +30,7 @@ from openset_perception.bags.reader import BagReader
 from openset_perception.bags.writer import CLASS_NAMES_KEY, STORAGE_FORMATS
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
+from openset_perception.evaluation.evaluate import add_run_settings
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, image_to_numpy
 from openset_perception.metrics import AccumulatorMode
@@ -111,18 +112,7 @@ def evaluate_bag(
         metrics = accumulator.compute()
         metrics["overhead"] = _overhead_summary(accumulator)
         metrics["bag"] = _bag_section(reader, statistics, slop_s, queue_size, write_outputs)
-    if metrics["segmentation"] and "open_miou" in metrics["segmentation"]:
-        metrics["segmentation"]["open_set_threshold"] = segmenter.threshold
-    metrics["settings"] = {
-        "score_method": segmenter.score_method,
-        "score_temperature": segmenter.score_temperature,
-        "threshold": segmenter.threshold,
-        "device": str(segmenter.device),
-        "precision": segmenter.precision,
-        "batch_size": batch_size,
-        "mode": mode,
-        "seconds": time.perf_counter() - started,
-    }
+    add_run_settings(metrics, segmenter, started, batch_size=batch_size, mode=mode)
     written = write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     _append_bag_section(written["report"], cast(dict, jsonable(metrics)))
     return cast(dict, jsonable(metrics))

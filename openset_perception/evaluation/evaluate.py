@@ -185,6 +185,13 @@ def evaluate_dataset(
         on_frame=_ScoreWriter(out_dir / SCORES_DIR) if save_scores else None,
     )
     metrics = accumulator.compute()
+    add_run_settings(metrics, segmenter, started, batch_size=batch_size, max_frames=max_frames, mode=mode)
+    write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
+    return cast(dict, jsonable(metrics))
+
+
+def add_run_settings(metrics: dict, segmenter: Segmenter, started: float, **settings: object) -> None:
+    """Record the open-set threshold and how the run was made (score, device, ...) in ``metrics``."""
     if metrics["segmentation"] and "open_miou" in metrics["segmentation"]:
         metrics["segmentation"]["open_set_threshold"] = segmenter.threshold
     metrics["settings"] = {
@@ -193,13 +200,9 @@ def evaluate_dataset(
         "threshold": segmenter.threshold,
         "device": str(segmenter.device),
         "precision": segmenter.precision,
-        "batch_size": batch_size,
-        "max_frames": max_frames,
-        "mode": mode,
+        **settings,
         "seconds": time.perf_counter() - started,
     }
-    write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
-    return cast(dict, jsonable(metrics))
 
 
 def summary_line(metrics: dict, out_dir: str | Path) -> str:
