@@ -45,7 +45,7 @@ from openset_perception.image_codec import decode_color, decode_depth, numpy_to_
 from openset_perception.models import ArchitectureSpec, build_model
 from openset_perception.models.blocks import resize_to
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
-from openset_perception.scoring import open_set_from_semantic
+from openset_perception.scoring import open_set_from_semantic, predicted_classes
 
 PATHS = ("closed_set", "densehybrid", "depth", "node")
 PATH_TITLES = {
@@ -281,14 +281,14 @@ class InferencePaths:
         logits = logits[..., :net_height, :net_width]
         if (net_height, net_width) != (height, width):
             logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1)
+        return predicted_classes(logits)
 
     @torch.inference_mode()
     def densehybrid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(semantic, open_set, score) on the device, through the engine's ``dense_maps``."""
         segmenter = self.segmenter
         dense = segmenter.dense_maps(self.batch)
-        semantic = dense.logits.argmax(dim=1)
+        semantic = predicted_classes(dense.logits)
         open_set = open_set_from_semantic(semantic, dense.score, segmenter.threshold, segmenter.num_classes)
         return semantic, open_set, dense.score
 

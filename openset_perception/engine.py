@@ -23,7 +23,12 @@ import torch.nn.functional as F
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBins, DepthBinStats, depth_bin_statistics
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
-from openset_perception.scoring import SCORE_METHODS, anomaly_score, open_set_from_semantic
+from openset_perception.scoring import (
+    SCORE_METHODS,
+    anomaly_score,
+    open_set_from_semantic,
+    predicted_classes,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -149,7 +154,7 @@ class Segmenter:
         wanted = set(outputs)
         result = FrameResult(None, None, None, None, timings)
         with self._timed("postprocess", timings):
-            semantic = dense.logits.argmax(dim=1) if wanted & {"semantic", "open_set"} else None
+            semantic = predicted_classes(dense.logits) if wanted & {"semantic", "open_set"} else None
             if "open_set" in wanted:
                 open_set = open_set_from_semantic(semantic, dense.score, self.threshold, self.num_classes)
                 result.open_set = open_set.to(torch.uint8).cpu().numpy()

@@ -13,6 +13,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from openset_perception.row_blocks import in_row_blocks
+
 SCORE_METHODS = (
     "densehybrid",
     "generative",
@@ -66,11 +68,6 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     return -temperature * torch.logsumexp(logits.float() / temperature, dim=1)
 
 
-def _ensemble_probabilities(outputs: DenseOutputs, temperature: float) -> torch.Tensor:
-    heads = [outputs.logits, *outputs.probe_logits]
-    return torch.stack([torch.softmax(h.float() / temperature, dim=1) for h in heads]).mean(dim=0)
-
-
 def _require_probes(outputs: DenseOutputs, method: str) -> None:
     if not outputs.probe_logits:
         raise ValueError(f"score method '{method}' needs a model with MOoSe probe heads (moose_probes: true)")
@@ -80,13 +77,30 @@ def anomaly_score(
     outputs: DenseOutputs, method: str = "densehybrid", temperature: float = 1.0
 ) -> torch.Tensor:
     """Dense anomaly score (B, H, W) of ``method`` (one of SCORE_METHODS) from a model's outputs."""
-    logits = outputs.logits
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+    if method in MOOSE_METHODS:
+        _require_probes(outputs, method)
+
+    def score(logits: torch.Tensor, ood_logit: torch.Tensor, *probe_logits: torch.Tensor) -> torch.Tensor:
+        return _score(method, temperature, logits, ood_logit, probe_logits)
+
+    return in_row_blocks(score, outputs.logits, outputs.ood_logit, *outputs.probe_logits)
+
+
+def _score(
+    method: str,
+    temperature: float,
+    logits: torch.Tensor,
+    ood_logit: torch.Tensor,
+    probe_logits: Sequence[torch.Tensor],
+) -> torch.Tensor:
     if method == "densehybrid":
-        return densehybrid_score(logits, outputs.ood_logit)
+        return densehybrid_score(logits, ood_logit)
     if method == "generative":
         return generative_score(logits)
     if method == "discriminative":
-        return discriminative_score(outputs.ood_logit)
+        return discriminative_score(ood_logit)
     if method == "msp":
         return msp_score(logits, temperature)
     if method == "max_logit":
@@ -95,17 +109,23 @@ def anomaly_score(
         return entropy_score(logits, temperature)
     if method == "energy":
         return energy_score(logits, temperature)
-    if method in MOOSE_METHODS:
-        _require_probes(outputs, method)
-        if method == "moose_max_logit":
-            averaged = torch.stack([h.float() for h in (logits, *outputs.probe_logits)]).mean(dim=0)
-            return max_logit_score(averaged)
-        probs = _ensemble_probabilities(outputs, temperature)
-        if method == "moose_msp":
-            return -probs.amax(dim=1)
-        # The averaged softmax can underflow to exactly 0; clamping keeps 0 * log 0 at 0 instead of NaN.
-        return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(dim=1)
-    raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+    heads = [logits, *probe_logits]
+    if method == "moose_max_logit":
+        return max_logit_score(torch.stack([h.float() for h in heads]).mean(dim=0))
+    probs = torch.stack([torch.softmax(h.float() / temperature, dim=1) for h in heads]).mean(dim=0)
+    if method == "moose_msp":
+        return -probs.amax(dim=1)
+    # The averaged softmax can underflow to exactly 0; clamping keeps 0 * log 0 at 0 instead of NaN.
+    return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(dim=1)
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) int64 closed-set argmax over the class channels, first maximum on ties.
+
+    ``max(dim=1).indices`` instead of ``argmax(dim=1)``: same result, but on a CPU argmax over a
+    non-innermost dimension takes about three times as long (248 vs 78 ms on 19x1024x2048).
+    """
+    return logits.max(dim=1).indices
 
 
 def open_set_labels(logits: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -113,7 +133,7 @@ def open_set_labels(logits: torch.Tensor, score: torch.Tensor, threshold: float)
 
     ``>=`` matches the operating point the metrics report as ``threshold_at_tpr95``.
     """
-    return open_set_from_semantic(logits.argmax(dim=1), score, threshold, logits.shape[1])
+    return open_set_from_semantic(predicted_classes(logits), score, threshold, logits.shape[1])
 
 
 def open_set_from_semantic(

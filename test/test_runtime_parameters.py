@@ -54,7 +54,7 @@ def test_default_settings_defer_to_the_model_card() -> None:
     assert settings.threshold is None and settings.score_method is None
     assert settings.danger == DangerZone(0.0, 20.0, 20)
     assert settings.depth_bins == DepthBins(DEFAULT_EDGES_M)
-    assert (settings.max_input_age_s, settings.heatmap_span, settings.overlay_alpha) == (0.5, 10.0, 0.5)
+    assert (settings.max_input_age_s, settings.heatmap_span, settings.overlay_alpha) == (0.5, 40.0, 0.5)
 
 
 def test_valid_run_time_changes_produce_new_settings() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from openset_perception.models import SegmenterOutput
-from openset_perception.scoring import SCORE_METHODS, anomaly_score, open_set_labels
+from openset_perception.scoring import SCORE_METHODS, anomaly_score, open_set_labels, predicted_classes
 
 
 def _numpy_logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
@@ -103,3 +103,11 @@ def test_open_set_labels_marks_unknown_at_threshold() -> None:
     score = torch.tensor([[[0.7, 0.2]]])
     np.testing.assert_array_equal(open_set_labels(logits, score, 0.7).numpy(), [[[3, 0]]])
     np.testing.assert_array_equal(open_set_labels(logits, score, 0.71).numpy(), [[[1, 0]]])
+
+
+def test_predicted_classes_is_numpy_argmax_with_first_maximum_on_ties() -> None:
+    generator = torch.Generator().manual_seed(3)
+    # Values on a coarse grid so that many pixels have tied maxima across the 5 classes.
+    logits = torch.randint(0, 3, (2, 5, 17, 23), generator=generator).float()
+    expected = np.argmax(logits.numpy(), axis=1)  # numpy returns the first maximum
+    np.testing.assert_array_equal(predicted_classes(logits).numpy(), expected)

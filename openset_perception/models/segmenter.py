@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from openset_perception.models.blocks import ConvBNReLU, resize_to
 from openset_perception.models.registry import build_backbone, check_backbone_name
+from openset_perception.row_blocks import in_row_blocks
 
 PROBE_CHANNELS = 256
 
@@ -99,7 +100,11 @@ class OpenSetSegmenter(nn.Module):
         """``upsample=False`` returns the maps at the backbone's output stride."""
         features = self.backbone(x, with_probes=len(self.probes) > 0)
         logits = self.classifier(features.prelogits)
-        ood_logit = self.ood_head(features.prelogits)
+        # Batch statistics in training need the whole map; in inference the head acts per pixel.
+        if self.training:
+            ood_logit = self.ood_head(features.prelogits)
+        else:
+            ood_logit = in_row_blocks(self.ood_head, features.prelogits)
         probe_logits = [probe(f) for probe, f in zip(self.probes, features.probe_features, strict=True)]
         if upsample:
             size = x.shape[-2:]

@@ -11,9 +11,13 @@ publishes, so no queue ever builds up and no message can take the node down.
 
 from __future__ import annotations
 
+import functools
+import signal
+import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -73,6 +78,23 @@ _DYNAMIC = [spec.name for spec in PARAMETERS if not spec.read_only]
 Publishers = dict[tuple[str, str], Any]  # (camera, output) -> lifecycle publisher
 
 
+TransitionCallback = Callable[[Any, State], TransitionCallbackReturn]
+
+
+def _logged(transition: TransitionCallback) -> TransitionCallback:
+    """rclpy turns an exception in a transition into ERROR without a word; log it first."""
+
+    @functools.wraps(transition)
+    def wrapper(node: Any, state: State) -> TransitionCallbackReturn:
+        try:
+            return transition(node, state)
+        except Exception:
+            node.get_logger().error(f"{transition.__name__} failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+
+    return wrapper
+
+
 @dataclass
 class _Runtime:
     """Everything that exists between configure and cleanup."""
@@ -100,6 +122,7 @@ class SegmenterNode(LifecycleNode):
 
     # Lifecycle transitions ------------------------------------------------------------------------
 
+    @_logged
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             config = node_config(self._values(_READ_ONLY))
@@ -119,8 +142,8 @@ class SegmenterNode(LifecycleNode):
         worker = InferenceWorker(
             buffer,
             pipeline,
-            partial(_wanted_outputs, publishers),
-            partial(_publish_result, publishers),
+            functools.partial(_wanted_outputs, publishers),
+            functools.partial(_publish_result, publishers),
             self._on_rejected,
             self._on_failure,
             health,
@@ -137,11 +160,12 @@ class SegmenterNode(LifecycleNode):
         )
         card = segmenter.card
         self.get_logger().info(
-            f"loaded {model_path.name} ({card.architecture.name}, {card.num_classes} classes) on "
+            f"loaded {model_path.name} ({card.architecture.backbone}, {card.num_classes} classes) on "
             f"{segmenter.device} {segmenter.precision}; cameras: {', '.join(config.cameras)}"
         )
         return super().on_configure(state)
 
+    @_logged
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         runtime = self._require_runtime()
         config = runtime.config
@@ -159,15 +183,18 @@ class SegmenterNode(LifecycleNode):
         )
         return super().on_activate(state)
 
+    @_logged
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         runtime = self._require_runtime()
         self._stop(runtime)
         return super().on_deactivate(state)
 
+    @_logged
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._release()
         return super().on_cleanup(state)
 
+    @_logged
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._release()
         return super().on_shutdown(state)
@@ -415,18 +442,35 @@ def _share_dir() -> Path | None:
         return None
 
 
+def _spin(executor: SingleThreadedExecutor, node: SegmenterNode, stop: threading.Event) -> None:
+    """Spin until ``stop``; an exception escaping a callback is logged instead of ending the node."""
+    while not stop.is_set():
+        try:
+            executor.spin_once(timeout_sec=0.25)
+        except ExternalShutdownException:
+            return
+        except Exception as error:  # e.g. rclpy's lifecycle service raising on an invalid transition
+            node.get_logger().error(
+                f"a callback failed, the node carries on: {type(error).__name__}: {error}"
+            )
+
+
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    # Own SIGINT/SIGTERM handling: rclpy's handler also raises KeyboardInterrupt at a random point,
+    # which could cut the worker's shutdown short. Here a signal just ends the spin loop.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stop.set())
     node = SegmenterNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         node.autostart()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _spin(executor, node, stop)
     finally:
         node.release()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -167,7 +167,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "heatmap_span",
         "double",
-        10.0,
+        40.0,
         "Width of the heat map's fixed score range, centred on the threshold.",
         read_only=False,
         min_value=1e-3,

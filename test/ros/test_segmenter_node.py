@@ -32,7 +32,7 @@ import launch_testing.asserts
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from conftest import make_tiny_card, make_tiny_model
+from conftest import TINY_CLASSES, make_tiny_card, make_tiny_model
 from diagnostic_msgs.msg import DiagnosticArray
 from launch.actions import ExecuteProcess
 from launch.launch_description import LaunchDescription
@@ -48,6 +48,7 @@ from std_msgs.msg import Header
 from openset_perception.checkpoint import save_checkpoint
 from openset_perception.data.synthetic_streets import SyntheticStreets
 from openset_perception.image_codec import image_to_numpy, numpy_to_image
+from openset_perception.models import ArchitectureSpec
 from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS, OUTPUT_NAMES
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
@@ -56,7 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "/openset_test"
 NODE = f"{NAMESPACE}/segmenter"
 CAMERAS = ("front", "rear")
-HEIGHT, WIDTH = 96, 128
+HEIGHT, WIDTH = 240, 320
 K = 8
 DEPTH_BINS = 11  # the default edges 0, 5, ..., 50 m plus the bin beyond
 _CHECKPOINT_DIR = tempfile.TemporaryDirectory(prefix="segmenter_node_test_")
@@ -64,8 +65,10 @@ _CHECKPOINT_DIR = tempfile.TemporaryDirectory(prefix="segmenter_node_test_")
 
 @pytest.mark.launch_test
 def generate_test_description() -> tuple[LaunchDescription, dict[str, Any]]:
-    card = make_tiny_card()
-    checkpoint = Path(_CHECKPOINT_DIR.name) / "tiny.safetensors"
+    # A full-width SwiftNet (random weights) at 240x320 takes several times 33 ms per camera pair on a
+    # CPU, so the 30 Hz burst below must be thinned out by dropping.
+    card = make_tiny_card(architecture=ArchitectureSpec("swiftnet_rn18", len(TINY_CLASSES), {"width": 1.0}))
+    checkpoint = Path(_CHECKPOINT_DIR.name) / "swiftnet.safetensors"
     save_checkpoint(checkpoint, make_tiny_model(card), card)
     parameters = {
         "model": str(checkpoint),
@@ -360,11 +363,10 @@ class TestSegmenterNode(unittest.TestCase):
         def delta(key: str) -> int:
             return int(after[key]) - int(before[key])
 
-        # Every frame that reached the node was either processed or counted as dropped; a node that
-        # kept up with 30 Hz on two cameras had nothing to drop (not expected on a CPU).
+        # Every frame that reached the node was either processed or counted as dropped.
         assert delta("frames_processed") == outputs
         assert delta("frames_received") == delta("frames_processed") + delta("frames_dropped")
-        assert delta("frames_dropped") > 0 or outputs == 2 * len(sent)
+        assert outputs < 2 * len(sent) and delta("frames_dropped") > 0
 
     def test_5_malformed_messages_are_skipped_and_the_node_carries_on(self) -> None:
         h = self.harness
