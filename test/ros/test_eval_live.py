@@ -51,7 +51,7 @@ def _frames() -> list[dict[str, np.ndarray]]:
     frames = []
     for index in range(FRAMES):
         sample = streets[index]
-        score = rng.normal(0, 1, sample.anomaly.shape).astype(np.float32) + 2.0 * (sample.anomaly == 1)
+        score = (rng.normal(0, 1, sample.anomaly.shape) + 2.0 * (sample.anomaly == 1)).astype(np.float32)
         frames.append(
             {
                 "image": sample.image,
