@@ -24,9 +24,10 @@ TINY_PALETTE = [
     (152, 251, 152),
 ]
 
-# ROS 2 tests must never send DDS traffic off this machine.
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("CYCLONEDDS_URI", (TEST_DIR / "cyclonedds_loopback.xml").resolve().as_uri())
+# ROS 2 tests must never send DDS traffic off this machine, whatever the shell had set: the node
+# processes they start inherit these.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["CYCLONEDDS_URI"] = (TEST_DIR / "cyclonedds_loopback.xml").resolve().as_uri()
 
 
 @pytest.fixture(autouse=True, scope="session")
