@@ -55,7 +55,8 @@ def test_update_changes_only_the_flow() -> None:
     flow_before = [p.detach().clone() for p in source.flow.parameters()]
     segmenter_before = {k: v.clone() for k, v in segmenter.state_dict().items()}
     parts = source.update(segmenter, Normalization(), images, patches, positions)
-    assert set(parts) == {"flow_bpd", "flow_jsd"} and all(np.isfinite(v) for v in parts.values())
+    assert set(parts) == {"flow_bpd", "flow_jsd", "flow_sample_std"}
+    assert all(np.isfinite(v) for v in parts.values()) and parts["flow_sample_std"] > 0.01
     assert any(not torch.equal(a, b) for a, b in zip(flow_before, source.flow.parameters(), strict=True))
     for name, value in segmenter.state_dict().items():
         assert torch.equal(value, segmenter_before[name]), name  # BN statistics included
@@ -76,3 +77,24 @@ def test_missing_flow_checkpoint_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match="flow checkpoint not found"):
         load_flow(tmp_path / "none.safetensors")
+
+
+def test_collapsed_flow_samples_are_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    source = FlowNegatives(FLOW, seed=0)
+    segmenter = make_tiny_model(make_tiny_card()).train()
+
+    def update(collapsed: bool, seed: int) -> dict[str, float]:
+        images, patches, positions = _batch(source, seed)
+        if collapsed:  # what a collapsed flow produces: one colour, still carrying the flow's graph
+            patches = [(0.0 * patch + 0.2, mask) for patch, mask in patches]
+        return source.update(segmenter, Normalization(), images, patches, positions)
+
+    with caplog.at_level("WARNING", logger="openset_perception.training.flow_negatives"):
+        assert update(collapsed=True, seed=1)["flow_sample_std"] < 1e-6
+        update(collapsed=True, seed=2)
+    warnings = [r.getMessage() for r in caplog.records if "collapsed" in r.getMessage()]
+    assert len(warnings) == 1 and "jsd_weight" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="openset_perception.training.flow_negatives"):
+        update(collapsed=False, seed=3)
+    assert not caplog.records

@@ -30,6 +30,9 @@ from openset_perception.preprocess import Normalization, normalize
 from openset_perception.training.config import FlowConfig
 
 LOGGER = logging.getLogger(__name__)
+# Generated patches whose pixels spread less than one 8-bit level have collapsed to a constant colour
+# (seen with jsd_weight 1.0: all-black patches); the segmenter then only learns to flag that colour.
+COLLAPSED_PIXEL_STD = 1.0 / 255.0
 FLOW_CHECKPOINT = "flow.safetensors"
 FLOW_META_KEY = "openset_perception.flow"
 
@@ -84,6 +87,7 @@ class FlowNegatives:
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr)
         self.device = torch.device("cpu")
         self.run_dir: Path | None = None
+        self._collapse_reported = False
         lo, hi = config.patch_sizes
         m = self.flow.size_multiple
         self.sides = list(range(max(m, (lo + m - 1) // m * m), hi + 1, m))
@@ -181,7 +185,26 @@ class FlowNegatives:
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"flow_bpd": float(mle.detach()), f"flow_{self.config.divergence}": float(divergence.detach())}
+        sample_std = float(torch.stack([patches[i][0].detach().std() for i in chosen]).mean())
+        self._report_collapse(sample_std)
+        return {
+            "flow_bpd": float(mle.detach()),
+            f"flow_{self.config.divergence}": float(divergence.detach()),
+            "flow_sample_std": sample_std,
+        }
+
+    def _report_collapse(self, sample_std: float) -> None:
+        """Warn once per collapse: training goes on (the run may recover), but the user must know."""
+        collapsed = sample_std < COLLAPSED_PIXEL_STD
+        if collapsed and not self._collapse_reported:
+            LOGGER.warning(
+                "flow negatives have collapsed to near-constant patches (pixel std %.5f < %.5f): the "
+                "divergence term outweighs the likelihood; lower flow.jsd_weight (now %g)",
+                sample_std,
+                COLLAPSED_PIXEL_STD,
+                self.config.jsd_weight,
+            )
+        self._collapse_reported = collapsed
 
     def state_dict(self) -> dict:
         return {"flow": self.flow.state_dict(), "optimizer": self.optimizer.state_dict()}
