@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import IGNORE_LABEL, DatasetInfo, Sample, validate_sample
 from openset_perception.depth import depth_from_disparity
 
@@ -118,26 +118,6 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} not found: expected the folder {path}")
     return path
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (OpenCV decodes to BGR)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"missing or unreadable image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def read_png(path: Path, dtype: type[np.generic] = np.uint8) -> np.ndarray:
-    """A single-channel PNG (labels: uint8, disparity: uint16), exactly as stored."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise FileNotFoundError(f"missing or unreadable annotation {path}")
-    if array.ndim != 2 or array.dtype != dtype:
-        raise ValueError(
-            f"{path}: expected a single-channel {np.dtype(dtype)} PNG, got shape {array.shape} {array.dtype}"
-        )
-    return array
 
 
 @dataclass(frozen=True)

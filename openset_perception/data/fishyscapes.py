@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openset_perception.data.cityscapes import cityscapes_info, read_png, read_rgb, require_dir
+from openset_perception.data.cityscapes import cityscapes_info, require_dir
+from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import Sample, validate_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
+from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import DatasetInfo, Sample, validate_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -64,24 +65,6 @@ def read_info_file(path: Path) -> DatasetInfo:
     class_names = [str(name) for name in content["class_names"]]
     palette = content.get("palette") or default_palette(len(class_names))
     return DatasetInfo(class_names=class_names, palette=palette, camera=content.get("camera"))
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _read_single_channel(path: Path, dtype: type[np.generic]) -> np.ndarray:
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise FileNotFoundError(f"missing or unreadable annotation {path}")
-    if array.ndim != 2 or array.dtype != dtype:
-        raise ValueError(
-            f"{path}: expected a single-channel {np.dtype(dtype)} PNG, got shape {array.shape} {array.dtype}"
-        )
-    return array
 
 
 class FolderDataset:
@@ -157,13 +140,13 @@ class FolderDataset:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} frames in {self.root}")
         name = self.names[index]
-        sample = Sample(image=_read_rgb(self._image_paths[name]), name=name)
+        sample = Sample(image=read_rgb(self._image_paths[name]), name=name)
         if "semantic" in self._field_dirs:
-            sample.semantic = _read_single_channel(self._field_dirs["semantic"] / f"{name}.png", np.uint8)
+            sample.semantic = read_png(self._field_dirs["semantic"] / f"{name}.png", np.uint8)
         if "anomaly" in self._field_dirs:
-            sample.anomaly = _read_single_channel(self._field_dirs["anomaly"] / f"{name}.png", np.uint8)
+            sample.anomaly = read_png(self._field_dirs["anomaly"] / f"{name}.png", np.uint8)
         if "depth" in self._field_dirs:
-            millimetres = _read_single_channel(self._field_dirs["depth"] / f"{name}.png", np.uint16)
+            millimetres = read_png(self._field_dirs["depth"] / f"{name}.png", np.uint16)
             sample.depth = millimetres_to_depth(millimetres)
         validate_sample(sample)
         return sample

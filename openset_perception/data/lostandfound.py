@@ -37,9 +37,8 @@ from openset_perception.data.cityscapes import (
     index_stereo_split,
     lookup_table,
     read_camera,
-    read_png,
-    read_rgb,
 )
+from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import ANOMALY, INLIER, Sample, validate_sample
 from openset_perception.depth import depth_from_disparity
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from openset_perception.data.image_files import read_rgb
 from openset_perception.data.synthetic_streets import random_negative_patch
 
 IGNORE_INDEX = 255
@@ -83,13 +84,6 @@ def _list_images(root: Path) -> list[Path]:
     return files
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f"cannot decode image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _random_crop(rng: np.random.Generator, image: np.ndarray, side: int) -> np.ndarray:
     """Square crop of ``side`` px, rescaling first when the image is smaller."""
     h, w = image.shape[:2]
@@ -127,7 +121,7 @@ class FolderNegatives:
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         side = patch_side(rng, height, width, self.area_range)
-        crop = _random_crop(rng, _read_rgb(self.files[rng.integers(len(self.files))]), side)
+        crop = _random_crop(rng, read_rgb(self.files[rng.integers(len(self.files))]), side)
         return _to_patch(crop, random_shape_mask(rng, side, side))
 
 
@@ -165,7 +159,7 @@ class ADE20kNegatives:
         labels = cv2.imread(str(self.annotations / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
         if labels is None:
             raise OSError(f"missing or unreadable ADE20k annotation for {path.name}")
-        return _read_rgb(path), labels
+        return read_rgb(path), labels
 
     def _allowed(self, labels: np.ndarray) -> np.ndarray:
         return (labels > 0) & ~np.isin(labels, self.excluded)

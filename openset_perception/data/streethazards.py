@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openset_perception.data.cityscapes import lookup_table, read_png, read_rgb, require_dir
+from openset_perception.data.cityscapes import lookup_table, require_dir
+from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import ANOMALY, INLIER, DatasetInfo, Sample, validate_sample
 
 STREETHAZARDS_CLASSES: tuple[str, ...] = (
