@@ -114,3 +114,10 @@ def test_from_checkpoint(tiny_checkpoint: Path) -> None:
     assert seg.precision == "bf16" and seg.num_classes == 8
     result = seg.segment(_frames(1))
     assert np.isfinite(result.anomaly_score).all()
+
+
+def test_command_line_precisions_are_the_engines() -> None:
+    from openset_perception.cli.main import PRECISION_CHOICES
+    from openset_perception.engine import PRECISIONS
+
+    assert tuple(PRECISIONS) == PRECISION_CHOICES

@@ -8,6 +8,8 @@ import re
 import shlex
 from pathlib import Path
 
+from openset_perception.cli.main import add_engine_arguments
+
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -41,15 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--size", type=parse_size, default=(1024, 2048), help="input HEIGHTxWIDTH; default 1024x2048"
     )
     parser.add_argument("--batch", type=int, default=1, help="frames per forward pass (cameras); default 1")
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."
-    )
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "fp16", "bf16"),
-        help="inference precision (fp16 falls back to fp32 on the CPU, as in the engine); default fp32",
-    )
+    add_engine_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--iterations", type=int, default=100, help="timed iterations per path; default 100")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first; default 10")

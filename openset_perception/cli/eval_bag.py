@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openset_perception.cli.main import add_engine_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -45,10 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="BAG",
         help="also write the node's output topics (same headers) to a new bag, by default OUT/outputs",
     )
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."
-    )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    add_engine_arguments(parser)
     parser.add_argument("--score-method", metavar="METHOD", help="anomaly score instead of the card's")
     parser.add_argument(
         "--exact",

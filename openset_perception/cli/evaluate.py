@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openset_perception.cli.main import add_engine_arguments
+
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
     from openset_perception.engine import Segmenter
@@ -23,15 +25,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", help="dataset split (e.g. val, test); default: the reader's default")
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."
-    )
-    parser.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "fp16", "bf16"),
-        help="inference precision (fp16 falls back to fp32 on the CPU); default fp32",
-    )
+    add_engine_arguments(parser)
     parser.add_argument(
         "--batch-size", type=int, default=1, help="frames per forward pass (consecutive same-size frames)"
     )

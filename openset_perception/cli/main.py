@@ -34,6 +34,23 @@ class UserError(Exception):
     """An error caused by the user's input, reported as one line without a traceback."""
 
 
+# The engine's PRECISIONS, spelt out so that building the parser does not import torch.
+PRECISION_CHOICES = ("fp32", "fp16", "bf16")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``, as every command that runs the engine takes them."""
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISION_CHOICES,
+        help="inference precision (fp16 falls back to fp32 on the CPU, as in the engine); default fp32",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openset-perception",
