@@ -288,9 +288,10 @@ class InferencePaths:
         """(semantic, open_set, score) on the device, through the engine's ``dense_maps``."""
         segmenter = self.segmenter
         dense = segmenter.dense_maps(self.batch)
-        semantic = predicted_classes(dense.logits)
-        open_set = open_set_from_semantic(semantic, dense.score, segmenter.threshold, segmenter.num_classes)
-        return semantic, open_set, dense.score
+        open_set = open_set_from_semantic(
+            dense.semantic, dense.score, segmenter.threshold, segmenter.num_classes
+        )
+        return dense.semantic, open_set, dense.score
 
     @torch.inference_mode()
     def depth(self) -> list[list[DepthBinStats]]:

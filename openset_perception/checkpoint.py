@@ -55,6 +55,8 @@ class ModelCard:
             raise ValueError(f"model card: palette has {len(self.palette)} colours for {k} classes")
         if self.score_method not in SCORE_METHODS:
             raise ValueError(f"model card: unknown score_method '{self.score_method}'")
+        if not self.score_temperature > 0:
+            raise ValueError(f"model card: score_temperature must be > 0, got {self.score_temperature}")
 
     @property
     def num_classes(self) -> int:

@@ -23,12 +23,7 @@ import torch.nn.functional as F
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBins, DepthBinStats, depth_bin_statistics
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
-from openset_perception.scoring import (
-    SCORE_METHODS,
-    anomaly_score,
-    open_set_from_semantic,
-    predicted_classes,
-)
+from openset_perception.scoring import SCORE_METHODS, classes_and_anomaly_score, open_set_from_semantic
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +47,7 @@ class DenseMaps:
     """Full-resolution device tensors, for callers that keep computing on the device (validation)."""
 
     logits: torch.Tensor  # (B,K,H,W) float
+    semantic: torch.Tensor  # (B,H,W) int64 closed-set argmax
     score: torch.Tensor  # (B,H,W) float32
 
 
@@ -154,12 +150,13 @@ class Segmenter:
         wanted = set(outputs)
         result = FrameResult(None, None, None, None, timings)
         with self._timed("postprocess", timings):
-            semantic = predicted_classes(dense.logits) if wanted & {"semantic", "open_set"} else None
             if "open_set" in wanted:
-                open_set = open_set_from_semantic(semantic, dense.score, self.threshold, self.num_classes)
+                open_set = open_set_from_semantic(
+                    dense.semantic, dense.score, self.threshold, self.num_classes
+                )
                 result.open_set = open_set.to(torch.uint8).cpu().numpy()
             if "semantic" in wanted:
-                result.semantic = semantic.to(torch.uint8).cpu().numpy()
+                result.semantic = dense.semantic.to(torch.uint8).cpu().numpy()
             if "anomaly_score" in wanted:
                 result.anomaly_score = dense.score.cpu().numpy()
         if "depth_report" in wanted and depth_list is not None:
@@ -168,7 +165,7 @@ class Segmenter:
         return result
 
     def dense_maps(self, batch: torch.Tensor, timings: dict[str, float] | None = None) -> DenseMaps:
-        """(B,3,H,W) uint8 tensor on the device -> full-resolution logits and anomaly score."""
+        """(B,3,H,W) uint8 tensor on the device -> full-resolution logits, classes and anomaly score."""
         timings = {} if timings is None else timings
         height, width = batch.shape[-2:]
         with self._timed("preprocess", timings):
@@ -183,10 +180,10 @@ class Segmenter:
             out = self.model(x)
         with self._timed("scoring", timings):
             out = _crop_and_resize(out, (net_height, net_width), (height, width))
-            score = anomaly_score(out, self.score_method, self.score_temperature)
+            semantic, score = classes_and_anomaly_score(out, self.score_method, self.score_temperature)
             # Saturated fp16 heads can still produce inf after the float32 cast; keep the contract: finite.
             score = torch.nan_to_num(score, nan=0.0, posinf=1e30, neginf=-1e30)
-        return DenseMaps(logits=out.logits, score=score)
+        return DenseMaps(logits=out.logits, semantic=semantic, score=score)
 
     def _depth_report(
         self, score: torch.Tensor, depth_list: list[np.ndarray | None]

@@ -24,7 +24,6 @@ from torch import nn
 
 from openset_perception.checkpoint import CARD_KEY
 from openset_perception.engine import Segmenter
-from openset_perception.scoring import predicted_classes
 
 INPUT_NAME = "images"
 SCORE_NAME = "anomaly_score"
@@ -49,7 +48,7 @@ class DenseMapsGraph(nn.Module):
         dense = self.segmenter.dense_maps(images)
         if self.output_logits:
             return dense.logits.float(), dense.score
-        return predicted_classes(dense.logits).to(torch.uint8), dense.score
+        return dense.semantic.to(torch.uint8), dense.score
 
 
 def output_names(output_logits: bool) -> tuple[str, str]:

@@ -29,10 +29,14 @@ def _tracing() -> bool:
     )
 
 
-def in_row_blocks(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch.Tensor:
+MapOrMaps = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def in_row_blocks(fn: Callable[..., MapOrMaps], *maps: torch.Tensor) -> MapOrMaps:
     """``fn(*maps)`` for (..., H, W) maps of one height, computed over blocks of rows (dim -2).
 
-    ``fn`` must act on each row independently and return a (..., H, W') map.
+    ``fn`` must act on each row independently and return a (..., H, W') map or a tuple of them
+    (several results of one pass over the inputs, while a block is still in cache).
     """
     # Tracing first: the size checks below would turn symbolic shapes into guards.
     if _tracing():
@@ -52,4 +56,6 @@ def in_row_blocks(fn: Callable[..., torch.Tensor], *maps: torch.Tensor) -> torch
         fn(*(m[..., start : start + rows_per_block, :] for m in maps))
         for start in range(0, rows, rows_per_block)
     ]
+    if isinstance(blocks[0], tuple):
+        return tuple(torch.cat(parts, dim=-2) for parts in zip(*blocks, strict=True))
     return torch.cat(blocks, dim=-2)

@@ -130,3 +130,6 @@ def test_card_validation() -> None:
         make_tiny_card(class_names=["a", "b"])
     with pytest.raises(ValueError, match="score_method"):
         make_tiny_card(score_method="magic")
+    for temperature in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="score_temperature must be > 0"):
+            make_tiny_card(score_temperature=temperature)

@@ -9,7 +9,7 @@ from openset_perception import row_blocks
 from openset_perception.models import ArchitectureSpec, build_model
 from openset_perception.models.segmenter import SegmenterOutput
 from openset_perception.row_blocks import in_row_blocks
-from openset_perception.scoring import SCORE_METHODS, anomaly_score
+from openset_perception.scoring import SCORE_METHODS, anomaly_score, classes_and_anomaly_score
 
 
 def _outputs(seed: int = 0) -> SegmenterOutput:
@@ -41,14 +41,32 @@ def test_blocks_cover_every_row_once_in_order(small_blocks) -> None:
     torch.testing.assert_close(result, logits.sum(dim=1), rtol=1e-6, atol=1e-5)
 
 
+def test_several_results_of_one_pass_are_joined_each(small_blocks) -> None:
+    logits = _outputs().logits
+    calls = 0
+
+    def max_and_index(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal calls
+        calls += 1
+        return block.max(dim=1)
+
+    values, indices = in_row_blocks(max_and_index, logits)
+    assert calls == 19
+    expected = logits.max(dim=1)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+
+
 @pytest.mark.parametrize("method", SCORE_METHODS)
 def test_every_score_is_unchanged_by_row_blocks(method, small_blocks, monkeypatch) -> None:
     outputs = _outputs()
     blocked = anomaly_score(outputs, method)
+    blocked_classes, blocked_fused = classes_and_anomaly_score(outputs, method)
     monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 1 << 30)
     whole = anomaly_score(outputs, method)
     assert blocked.shape == (2, 37, 23)
     torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(blocked_fused, whole, rtol=1e-6, atol=1e-5)
+    assert torch.equal(blocked_classes, outputs.logits.max(dim=1).indices)
 
 
 def test_inlier_head_in_inference_equals_the_whole_map(small_blocks, monkeypatch) -> None:

@@ -5,7 +5,26 @@ import pytest
 import torch
 
 from openset_perception.models import SegmenterOutput
-from openset_perception.scoring import SCORE_METHODS, anomaly_score, open_set_labels, predicted_classes
+from openset_perception.scoring import (
+    SCORE_METHODS,
+    anomaly_score,
+    classes_and_anomaly_score,
+    logsumexp_over_classes,
+    open_set_labels,
+    predicted_classes,
+)
+
+
+def _score_alone(out: SegmenterOutput, method: str, temperature: float = 1.0) -> torch.Tensor:
+    return anomaly_score(out, method, temperature)
+
+
+def _score_with_classes(out: SegmenterOutput, method: str, temperature: float = 1.0) -> torch.Tensor:
+    return classes_and_anomaly_score(out, method, temperature)[1]
+
+
+# The score on its own and the score of the engine's one pass (which reuses the argmax's maximum).
+SCORE_PATHS = pytest.mark.parametrize("score_fn", [_score_alone, _score_with_classes], ids=["alone", "fused"])
 
 
 def _numpy_logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
@@ -58,23 +77,25 @@ def outputs() -> tuple[SegmenterOutput, tuple]:
     return out, (s, g, probes)
 
 
+@SCORE_PATHS
 @pytest.mark.parametrize("method", SCORE_METHODS)
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_scores_match_direct_formulas(outputs, method: str, temperature: float) -> None:
+def test_scores_match_direct_formulas(outputs, method: str, temperature: float, score_fn) -> None:
     out, (s, g, probes) = outputs
-    score = anomaly_score(out, method, temperature)
+    score = score_fn(out, method, temperature)
     assert score.shape == (2, 7, 9) and score.dtype == torch.float32
     expected = _reference(method, s, g, probes, temperature)
     np.testing.assert_allclose(score.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@SCORE_PATHS
 @pytest.mark.parametrize("method", SCORE_METHODS)
-def test_scores_finite_at_extreme_logits(method: str) -> None:
+def test_scores_finite_at_extreme_logits(method: str, score_fn) -> None:
     s = torch.tensor([1e4, -1e4, 0.0]).view(1, 3, 1, 1).repeat(1, 1, 2, 2)
     s[..., 1, :] *= -1
     g = torch.tensor([[1e4, -1e4], [1e4, -1e4]]).view(1, 1, 2, 2)
     out = SegmenterOutput(s, g, [s.flip(1), -s])
-    score = anomaly_score(out, method)
+    score = score_fn(out, method)
     assert torch.isfinite(score).all(), method
 
 
@@ -111,3 +132,21 @@ def test_predicted_classes_is_numpy_argmax_with_first_maximum_on_ties() -> None:
     logits = torch.randint(0, 3, (2, 5, 17, 23), generator=generator).float()
     expected = np.argmax(logits.numpy(), axis=1)  # numpy returns the first maximum
     np.testing.assert_array_equal(predicted_classes(logits).numpy(), expected)
+
+
+def test_classes_of_the_fused_pass_are_the_argmax(outputs) -> None:
+    generator = torch.Generator().manual_seed(4)
+    tied = torch.randint(0, 3, (2, 5, 7, 9), generator=generator).float()
+    out = SegmenterOutput(tied, outputs[0].ood_logit, outputs[0].probe_logits)
+    classes, score = classes_and_anomaly_score(out, "densehybrid")
+    np.testing.assert_array_equal(classes.numpy(), np.argmax(tied.numpy(), axis=1))
+    assert classes.dtype == torch.int64
+    torch.testing.assert_close(score, anomaly_score(out, "densehybrid"))
+
+
+def test_logsumexp_from_a_known_maximum_handles_infinite_logits() -> None:
+    inf = float("inf")
+    logits = torch.tensor([[1.0, 2.0, 3.0], [inf, 0.0, 1.0], [-inf, -inf, -inf], [1e4, -1e4, 1e4]])
+    logits = logits.view(4, 3, 1, 1)
+    reused = logsumexp_over_classes(logits, logits.amax(dim=1))
+    torch.testing.assert_close(reused, torch.logsumexp(logits, dim=1))

@@ -127,4 +127,3 @@ def split_channels(channels: int) -> tuple[int, int]:
     """(kept, factored-out) channel counts when a multi-scale flow resolves half of its dimensions."""
     kept = channels // 2
     return kept, channels - kept
-
