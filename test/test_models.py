@@ -14,6 +14,7 @@ from torch import nn
 from openset_perception.models import (
     BACKBONE_NAMES,
     ArchitectureSpec,
+    InlierHead,
     OpenSetSegmenter,
     build_backbone,
     build_model,
@@ -192,6 +193,29 @@ def test_ood_head_is_bn_relu_conv_on_the_classifier_input() -> None:
     assert z.shape[1] == model.backbone.prelogit_channels
     torch.testing.assert_close(output.ood_logit, expected_ood)
     torch.testing.assert_close(output.logits, expected_logits)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inlier_head_inference_shortcut_equals_its_modules(channels_last: bool) -> None:
+    generator = torch.Generator().manual_seed(5)
+    head = InlierHead(16)
+    with torch.no_grad():
+        for tensor in (head[0].weight, head[0].bias, head[0].running_mean, head[2].weight, head[2].bias):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+        head[0].running_var.copy_(torch.rand(16, generator=generator) + 0.5)
+    z = torch.randn(2, 16, 9, 13, generator=generator)
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    head.eval()
+    with torch.no_grad():
+        shortcut = head(z)
+        modules = nn.Sequential.forward(head, z.clone())
+    assert shortcut.shape == (2, 1, 9, 13)
+    torch.testing.assert_close(shortcut, modules, rtol=1e-5, atol=1e-5)
+    # In training the batch statistics are used (and updated), not the folded running ones.
+    head.train()
+    torch.testing.assert_close(head(z), nn.Sequential.forward(head, z.clone()), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(head(z), shortcut, atol=1e-3)
 
 
 def test_swiftnet_width_scales_encoder_and_decoder() -> None:

@@ -4,6 +4,7 @@ from openset_perception.models.backbones import DenseFeatures, FeatureNet
 from openset_perception.models.registry import BACKBONE_NAMES, build_backbone
 from openset_perception.models.segmenter import (
     ArchitectureSpec,
+    InlierHead,
     OpenSetSegmenter,
     SegmenterOutput,
     build_model,
@@ -14,6 +15,7 @@ __all__ = [
     "ArchitectureSpec",
     "DenseFeatures",
     "FeatureNet",
+    "InlierHead",
     "OpenSetSegmenter",
     "SegmenterOutput",
     "build_backbone",
