@@ -16,6 +16,7 @@ from openset_perception.benchmark import (
     InferencePaths,
     LatencyStats,
     markdown_row,
+    paired_overheads,
     peak_memory_mb,
     run_benchmark,
     synthetic_inputs,
@@ -84,6 +85,21 @@ def test_latency_statistics_by_hand() -> None:
     assert (stats.min_ms, stats.max_ms, stats.mean_ms, stats.iterations) == (1.0, 20.0, 10.5, 20)
 
 
+def test_paired_overhead_compares_calls_of_the_same_iteration() -> None:
+    # A slow spell in iteration 2 doubles both calls; the per-iteration ratios stay 10 %, 5 %, 3 %.
+    samples = {
+        "closed_set": [100.0, 200.0, 100.0],
+        "densehybrid": [110.0, 210.0, 103.0],
+        "depth": [120.0, 240.0, 120.0],
+        "node": [100.0, 200.0, 100.0],
+    }
+    paired = paired_overheads(samples)
+    assert paired["densehybrid"] == pytest.approx(0.05)
+    assert paired["depth"] == pytest.approx(0.2) and paired["node"] == 0.0
+    # The ratio of medians (110 vs 100 here) would have read +10 %.
+    assert np.median(samples["densehybrid"]) / np.median(samples["closed_set"]) - 1 == pytest.approx(0.1)
+
+
 def test_result_invariants(tiny_result) -> None:
     result = tiny_result
     medians = {name: result.paths[name].latency.median_ms for name in PATHS}
@@ -95,6 +111,7 @@ def test_result_invariants(tiny_result) -> None:
         assert result.paths[name].fps == pytest.approx(1e3 / stats.median_ms)
     assert result.overhead["densehybrid"] == pytest.approx((medians["densehybrid"] - closed) / closed)
     assert result.overhead["node"] == pytest.approx((medians["node"] - closed) / closed)
+    assert set(result.paired_overhead) == set(PATHS[1:])
     assert result.environment.device_type == "cpu" and result.environment.precision == "fp32"
     assert math.isfinite(result.threshold)
 
@@ -115,10 +132,12 @@ def test_markdown_row_and_json_hold_the_numbers(tiny_result) -> None:
     for name in ("closed_set", "densehybrid", "node"):
         assert f"{paths[name].latency.median_ms:.1f} ({paths[name].latency.p95_ms:.1f})" in row
     assert f"{100 * tiny_result.overhead['densehybrid']:+.2f} %" in row
+    assert f"paired {100 * tiny_result.paired_overhead['densehybrid']:+.2f} %" in row
     assert f"{paths['node'].fps:.2f}" in row
     data = json.loads(json.dumps(tiny_result.to_dict()))
     assert data["paths"]["depth"]["median_ms"] == paths["depth"].latency.median_ms
     assert data["overhead"]["densehybrid"] == tiny_result.overhead["densehybrid"]
+    assert data["paired_overhead"]["densehybrid"] == tiny_result.paired_overhead["densehybrid"]
 
 
 def test_cli_writes_json_and_appends_markdown(tmp_path: Path) -> None:

@@ -178,8 +178,13 @@ def test_bits_per_dim_of_an_identity_flow_matches_a_hand_computation() -> None:
     squeezed = margin + (1 - 2 * margin) * unit
     logit = torch.log(squeezed / (1 - squeezed))
     log_density = (
-        -0.5 * (logit**2 + math.log(2 * math.pi)) + torch.log((1 - 2 * margin) / (squeezed * (1 - squeezed)))
-    ).flatten(1).sum(dim=1)
+        (
+            -0.5 * (logit**2 + math.log(2 * math.pi))
+            + torch.log((1 - 2 * margin) / (squeezed * (1 - squeezed)))
+        )
+        .flatten(1)
+        .sum(dim=1)
+    )
     expected = (-log_density / (3 * 8 * 8) + 8 * math.log(2)) / math.log(2)
     torch.testing.assert_close(bits, expected, rtol=1e-6, atol=1e-6)
 
