@@ -86,23 +86,11 @@ def energy_score(
     return -temperature * logsumexp_over_classes(logits.float() / temperature, scaled_max)
 
 
-def _check_method(outputs: DenseOutputs, method: str) -> None:
-    if method not in SCORE_METHODS:
-        raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
-    if method in MOOSE_METHODS and not outputs.probe_logits:
-        raise ValueError(f"score method '{method}' needs a model with MOoSe probe heads (moose_probes: true)")
-
-
 def anomaly_score(
     outputs: DenseOutputs, method: str = "densehybrid", temperature: float = 1.0
 ) -> torch.Tensor:
     """Dense anomaly score (B, H, W) of ``method`` (one of SCORE_METHODS) from a model's outputs."""
-    _check_method(outputs, method)
-
-    def score(logits: torch.Tensor, ood_logit: torch.Tensor, *probe_logits: torch.Tensor) -> torch.Tensor:
-        return _score(method, temperature, logits, ood_logit, probe_logits)
-
-    return in_row_blocks(score, outputs.logits, outputs.ood_logit, *outputs.probe_logits)
+    return classes_and_anomaly_score(outputs, method, temperature)[1]
 
 
 def classes_and_anomaly_score(
@@ -113,7 +101,10 @@ def classes_and_anomaly_score(
     What a deployed segmenter needs every frame. The per-pixel class maximum behind the argmax also
     serves the scores built on it, and on a CPU each block of logits is read while still in cache.
     """
-    _check_method(outputs, method)
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+    if method in MOOSE_METHODS and not outputs.probe_logits:
+        raise ValueError(f"score method '{method}' needs a model with MOoSe probe heads (moose_probes: true)")
 
     def classes_and_score(
         logits: torch.Tensor, ood_logit: torch.Tensor, *probe_logits: torch.Tensor
@@ -130,7 +121,7 @@ def _score(
     logits: torch.Tensor,
     ood_logit: torch.Tensor,
     probe_logits: Sequence[torch.Tensor],
-    class_max: torch.Tensor | None = None,
+    class_max: torch.Tensor,
 ) -> torch.Tensor:
     if method == "densehybrid":
         return densehybrid_score(logits, ood_logit, class_max)

@@ -9,7 +9,11 @@ from openset_perception.scoring import (
     SCORE_METHODS,
     anomaly_score,
     classes_and_anomaly_score,
+    densehybrid_score,
+    energy_score,
+    generative_score,
     logsumexp_over_classes,
+    max_logit_score,
     open_set_labels,
     predicted_classes,
 )
@@ -23,7 +27,7 @@ def _score_with_classes(out: SegmenterOutput, method: str, temperature: float = 
     return classes_and_anomaly_score(out, method, temperature)[1]
 
 
-# The score on its own and the score of the engine's one pass (which reuses the argmax's maximum).
+# Both public entry points: the score on its own and the engine's classes-and-score pass.
 SCORE_PATHS = pytest.mark.parametrize("score_fn", [_score_alone, _score_with_classes], ids=["alone", "fused"])
 
 
@@ -150,3 +154,17 @@ def test_logsumexp_from_a_known_maximum_handles_infinite_logits() -> None:
     logits = logits.view(4, 3, 1, 1)
     reused = logsumexp_over_classes(logits, logits.amax(dim=1))
     torch.testing.assert_close(reused, torch.logsumexp(logits, dim=1))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_score_functions_give_the_same_with_or_without_the_known_maximum(outputs, temperature: float) -> None:
+    logits, ood_logit = outputs[0].logits, outputs[0].ood_logit
+    class_max = logits.amax(dim=1)
+    torch.testing.assert_close(
+        energy_score(logits, temperature, class_max), energy_score(logits, temperature)
+    )
+    torch.testing.assert_close(generative_score(logits, class_max), generative_score(logits))
+    torch.testing.assert_close(max_logit_score(logits, class_max), max_logit_score(logits))
+    torch.testing.assert_close(
+        densehybrid_score(logits, ood_logit, class_max), densehybrid_score(logits, ood_logit)
+    )
