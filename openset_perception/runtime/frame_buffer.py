@@ -27,6 +27,7 @@ class CameraFrame:
     received_s: float  # monotonic receive time, for latency
     image_msg: Any
     depth_msg: Any = None
+    camera_info: Any = None  # the sensor_msgs/CameraInfo paired with the image, passed on as received
 
 
 @dataclass(frozen=True)

@@ -71,15 +71,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "compressed_depth", "bool", False, "Read <cam>/depth/compressedDepth instead of <cam>/depth."
     ),
     ParameterSpec(
+        "use_camera_info",
+        "bool",
+        True,
+        "Pair <cam>/camera_info with each image (None while a camera publishes none).",
+    ),
+    ParameterSpec(
         "sync_slop",
         "double",
         0.05,
-        "Image/depth synchroniser slop in seconds.",
+        "Largest stamp difference in seconds between an image and its depth / camera_info partner.",
         min_value=0.001,
         max_value=1.0,
     ),
     ParameterSpec(
-        "sync_queue_size", "int", 5, "Image/depth synchroniser queue size.", min_value=1, max_value=100
+        "sync_queue_size", "int", 5, "Messages kept per stream for stamp pairing.", min_value=1, max_value=100
     ),
     ParameterSpec(
         "outputs",
@@ -198,6 +204,7 @@ class NodeConfig:
     compressed: bool
     use_depth: bool
     compressed_depth: bool
+    use_camera_info: bool
     sync_slop: float
     sync_queue_size: int
     outputs: tuple[str, ...]
@@ -212,6 +219,9 @@ class NodeConfig:
         if not self.use_depth:
             return None
         return f"{camera}/depth/compressedDepth" if self.compressed_depth else f"{camera}/depth"
+
+    def camera_info_topic(self, camera: str) -> str | None:
+        return f"{camera}/camera_info" if self.use_camera_info else None
 
 
 def output_topic(camera: str, output: str) -> str:
@@ -297,6 +307,7 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         compressed=bool(v["compressed"]),
         use_depth=bool(v["use_depth"]),
         compressed_depth=bool(v["compressed_depth"]),
+        use_camera_info=bool(v["use_camera_info"]),
         sync_slop=float(v["sync_slop"]),
         sync_queue_size=int(v["sync_queue_size"]),
         outputs=tuple(v["outputs"]),
