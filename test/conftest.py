@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random-weight checkpoint and loopback-only DDS settings for ROS tests."""
+"""Shared fixtures: a tiny random-weight checkpoint; loopback-only DDS settings for the ROS tests, and
+ROS skips turned into failures where ROS is meant to be installed (`make test`)."""
 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,47 @@ TINY_PALETTE = [
 ]
 
 # ROS 2 tests must never send DDS traffic off this machine, whatever the shell had set: the node
-# processes they start inherit these.
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["CYCLONEDDS_URI"] = (TEST_DIR / "cyclonedds_loopback.xml").resolve().as_uri()
+# processes they start inherit these. Fast DDS (the wheels' and Jazzy's default RMW) reads its profile
+# from the first variable in 2.x and the second in 3.x; Cyclone DDS from CYCLONEDDS_URI. A random
+# domain keeps concurrent runs on one machine apart.
+FASTDDS_PROFILE = (TEST_DIR / "fastdds_loopback.xml").resolve()
+CYCLONEDDS_CONFIG = (TEST_DIR / "cyclonedds_loopback.xml").resolve()
+DDS_ENVIRONMENT = {
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+    "FASTRTPS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+    "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+    "CYCLONEDDS_URI": CYCLONEDDS_CONFIG.as_uri(),
+    "ROS_DOMAIN_ID": str(random.randint(1, 100)),
+}
+# Settings that would widen discovery or replace the transports of the profiles above.
+DDS_UNSET = ("ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY", "ROS_DISCOVERY_SERVER", "FASTDDS_BUILTIN_TRANSPORTS")
+os.environ.update(DDS_ENVIRONMENT)
+for name in DDS_UNSET:
+    os.environ.pop(name, None)
+
+# `make test` installs the ROS 2 wheels and sets this: there, a test in test/ros that skips fails.
+REQUIRE_ROS = os.environ.get("OPENSET_REQUIRE_ROS") == "1"
+ROS_TEST_DIR = (TEST_DIR / "ros").resolve()
+
+
+def _ros_skip_to_failure(is_ros: bool, report: pytest.CollectReport | pytest.TestReport) -> None:
+    if not (REQUIRE_ROS and is_ros and report.skipped and not hasattr(report, "wasxfail")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"a ROS test skipped with OPENSET_REQUIRE_ROS=1 (make test): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    outcome = yield
+    _ros_skip_to_failure(collector.path.resolve().is_relative_to(ROS_TEST_DIR), outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    _ros_skip_to_failure(item.path.resolve().is_relative_to(ROS_TEST_DIR), outcome.get_result())
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,8 +5,9 @@ activate: warm up, subscribe, start the inference worker. deactivate: unsubscrib
 free cached GPU memory. cleanup: drop publishers and the model. With ``autostart`` (default) the
 node configures and activates itself.
 
-Callbacks only store the newest frame set of each camera; one worker thread decodes, segments and
-publishes, so no queue ever builds up and no message can take the node down.
+Callbacks pair each image with its depth and camera_info by stamp (``runtime.stamp_sync``) and only
+store the newest frame set of each camera; one worker thread decodes, segments and publishes, so no
+queue ever builds up and no message can take the node down.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from message_filters import ApproximateTimeSynchronizer, Subscriber
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -39,7 +38,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from openset_perception.engine import Segmenter
@@ -47,6 +46,7 @@ from openset_perception.image_codec import numpy_to_image
 from openset_perception.runtime.frame_buffer import CameraFrame, LatestFrameBuffer
 from openset_perception.runtime.health import HealthMonitor, gpu_memory_values, health_status
 from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS
+from openset_perception.runtime.package_share import package_share_dir
 from openset_perception.runtime.parameters import (
     PARAMETERS,
     NodeConfig,
@@ -59,10 +59,11 @@ from openset_perception.runtime.parameters import (
     validate_changes,
 )
 from openset_perception.runtime.pipeline import CameraResult, InferencePipeline, Rejected
+from openset_perception.runtime.stamp_sync import PRIMARY, StampSynchronizer
 from openset_perception.runtime.status import StatusRecord
 from openset_perception.runtime.worker import InferenceWorker
 
-PACKAGE = "openset_perception"
+DEPTH, CAMERA_INFO = "depth", "camera_info"
 LOG_THROTTLE_S = 5.0
 _ROS_TYPES = {
     "bool": ParameterType.PARAMETER_BOOL,
@@ -108,7 +109,8 @@ class _Runtime:
     publishers: Publishers
     timer: Any
     subscriptions: list[Any] = field(default_factory=list)
-    synchronizers: list[Any] = field(default_factory=list)
+    synchronizers: list[StampSynchronizer] = field(default_factory=list)
+    unpaired_before: int = 0  # frames_unpaired of the synchronisers of earlier activations
 
 
 class SegmenterNode(LifecycleNode):
@@ -127,7 +129,7 @@ class SegmenterNode(LifecycleNode):
         try:
             config = node_config(self._values(_READ_ONLY))
             settings = runtime_settings(self._values(_DYNAMIC))
-            model_path = resolve_model_path(config.model, _share_dir())
+            model_path = resolve_model_path(config.model, package_share_dir())
             segmenter = Segmenter.from_checkpoint(model_path, config.device, config.precision)
         except (ValueError, OSError, RuntimeError) as error:  # bad parameters, missing or corrupt model
             self.get_logger().error(f"configuration failed: {error}")
@@ -236,42 +238,33 @@ class SegmenterNode(LifecycleNode):
 
     def _subscribe(self, runtime: _Runtime, camera: str) -> None:
         config = runtime.config
-        image_type = CompressedImage if config.compressed else Image
-        depth_topic = config.depth_topic(camera)
+        streams = [(PRIMARY, CompressedImage if config.compressed else Image, config.image_topic(camera))]
+        depth_topic, info_topic = config.depth_topic(camera), config.camera_info_topic(camera)
+        if depth_topic is not None:
+            streams.append((DEPTH, CompressedImage if config.compressed_depth else Image, depth_topic))
+        if info_topic is not None:
+            streams.append((CAMERA_INFO, CameraInfo, info_topic))
+        synchronizer = StampSynchronizer(
+            required=[DEPTH] if depth_topic is not None else [],
+            optional=[CAMERA_INFO] if info_topic is not None else [],
+            slop_s=config.sync_slop,
+            queue_size=config.sync_queue_size,
+        )
+        runtime.synchronizers.append(synchronizer)
         overrides = QoSOverridingOptions.with_default_policies()
-        if depth_topic is None:
+        for stream, msg_type, topic in streams:
+            callback = functools.partial(self._on_message, synchronizer, camera, stream)
             runtime.subscriptions.append(
                 self.create_subscription(
-                    image_type,
-                    config.image_topic(camera),
-                    lambda msg, cam=camera: self._on_frame(cam, msg, None),
-                    _sensor_qos(),
-                    qos_overriding_options=overrides,
+                    msg_type, topic, callback, _sensor_qos(), qos_overriding_options=overrides
                 )
             )
-            return
-        depth_type = CompressedImage if config.compressed_depth else Image
-        filters = [
-            Subscriber(
-                self,
-                image_type,
-                config.image_topic(camera),
-                qos_profile=_sensor_qos(),
-                qos_overriding_options=overrides,
-            ),
-            Subscriber(
-                self, depth_type, depth_topic, qos_profile=_sensor_qos(), qos_overriding_options=overrides
-            ),
-        ]
-        synchronizer = ApproximateTimeSynchronizer(filters, config.sync_queue_size, config.sync_slop)
-        synchronizer.registerCallback(lambda image, depth, cam=camera: self._on_frame(cam, image, depth))
-        runtime.subscriptions.extend(f.sub for f in filters)
-        runtime.synchronizers.append(synchronizer)
 
     def _stop(self, runtime: _Runtime) -> None:
         for subscription in runtime.subscriptions:
             self.destroy_subscription(subscription)
         runtime.subscriptions.clear()
+        runtime.unpaired_before = _unpaired(runtime)
         runtime.synchronizers.clear()
         runtime.worker.stop()
         if runtime.segmenter.device.type == "cuda":
@@ -295,22 +288,25 @@ class SegmenterNode(LifecycleNode):
 
     # Callbacks ------------------------------------------------------------------------------------
 
-    def _on_frame(self, camera: str, image_msg: Any, depth_msg: Any) -> None:
+    def _on_message(self, synchronizer: StampSynchronizer, camera: str, stream: str, msg: Any) -> None:
         runtime = self._runtime
         if runtime is None:
             return
-        stamp = image_msg.header.stamp
-        runtime.health.record_input()
-        runtime.buffer.put(
-            CameraFrame(
-                camera=camera,
-                header=image_msg.header,
-                stamp_s=stamp.sec + stamp.nanosec * 1e-9,
-                received_s=time.monotonic(),
-                image_msg=image_msg,
-                depth_msg=depth_msg,
+        stamp = msg.header.stamp
+        for synced in synchronizer.add(stream, stamp.sec * 1_000_000_000 + stamp.nanosec, msg):
+            image_msg = synced.primary
+            runtime.health.record_input()
+            runtime.buffer.put(
+                CameraFrame(
+                    camera=camera,
+                    header=image_msg.header,
+                    stamp_s=synced.stamp_ns * 1e-9,
+                    received_s=time.monotonic(),
+                    image_msg=image_msg,
+                    depth_msg=synced.partners.get(DEPTH),
+                    camera_info=synced.partners.get(CAMERA_INFO),
+                )
             )
-        )
 
     def _on_rejected(self, rejected: Rejected) -> None:
         self.get_logger().warning(
@@ -334,6 +330,8 @@ class SegmenterNode(LifecycleNode):
             "threshold": f"{segmenter.threshold:g}",
             "score_method": segmenter.score_method,
             "active": str(runtime.worker.running).lower(),
+            # Images dropped for want of a depth image within sync_slop (or pushed out waiting for one).
+            "frames_unpaired": str(_unpaired(runtime)),
             **gpu_memory_values(segmenter.device),
         }
         status = health_status(
@@ -368,6 +366,10 @@ class SegmenterNode(LifecycleNode):
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+
+def _unpaired(runtime: _Runtime) -> int:
+    return runtime.unpaired_before + sum(s.counters.unpaired for s in runtime.synchronizers)
 
 
 def _wanted_outputs(publishers: Publishers, camera: str) -> list[str]:
@@ -429,17 +431,6 @@ def _to_msg(record: StatusRecord) -> DiagnosticStatus:
         hardware_id=record.hardware_id,
         values=[KeyValue(key=key, value=value) for key, value in record.values.items()],
     )
-
-
-def _share_dir() -> Path | None:
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:
-        return None
-    try:
-        return Path(get_package_share_directory(PACKAGE))
-    except PackageNotFoundError:
-        return None
 
 
 def _spin(executor: SingleThreadedExecutor, node: SegmenterNode, stop: threading.Event) -> None:
