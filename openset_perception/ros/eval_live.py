@@ -27,6 +27,8 @@ from openset_perception.checkpoint import read_model_card
 
 DEFAULT_CAMERAS = ("camera",)
 IDLE_CHECK_PERIOD_S = 0.5
+CONNECTED_CHECK_PERIOD_S = 0.1
+CONNECTED_MESSAGE = "connected: every stream has a publisher"
 
 
 class EvalLiveNode(Node):
@@ -52,18 +54,25 @@ class EvalLiveNode(Node):
         best_effort = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT
         )
+        self._streams = []
         for camera in cameras:
             streams = [(output, topics.output_topic(camera, output)) for output in NODE_OUTPUTS]
             streams += [(kind, topics.camera_topic(camera, kind)) for kind in (DEPTH, *GROUND_TRUTH)]
             for stream, topic in streams:
-                self.create_subscription(Image, topic, partial(self._on_message, camera, stream), reliable)
+                callback = partial(self._on_message, camera, stream)
+                self._streams.append(self.create_subscription(Image, topic, callback, reliable))
             image_kind = topics.COLOR_COMPRESSED if compressed else topics.COLOR
-            self.create_subscription(
-                CompressedImage if compressed else Image,
-                topics.camera_topic(camera, image_kind),
-                partial(self._on_message, camera, INPUT_IMAGE),
-                best_effort,
+            self._streams.append(
+                self.create_subscription(
+                    CompressedImage if compressed else Image,
+                    topics.camera_topic(camera, image_kind),
+                    partial(self._on_message, camera, INPUT_IMAGE),
+                    best_effort,
+                )
             )
+        # Says when this side has discovered every publisher: messages sent before that are lost to a
+        # volatile reader, so whoever starts a bag after eval-live can wait for this line.
+        self._connected_timer = self.create_timer(CONNECTED_CHECK_PERIOD_S, self._check_connected)
         if idle_timeout_s > 0:
             self.create_timer(IDLE_CHECK_PERIOD_S, self._check_idle)
         self.get_logger().info(f"evaluating cameras {', '.join(cameras)}; waiting for messages")
@@ -71,6 +80,11 @@ class EvalLiveNode(Node):
     def _on_message(self, camera: str, stream: str, message: Any) -> None:
         self.last_message_s = time.monotonic()
         self.evaluation.add(camera, stream, message, self.last_message_s)
+
+    def _check_connected(self) -> None:
+        if all(s.get_publisher_count() > 0 for s in self._streams):
+            self.get_logger().info(CONNECTED_MESSAGE)
+            self.destroy_timer(self._connected_timer)
 
     def _check_idle(self) -> None:
         if self.last_message_s is not None and time.monotonic() - self.last_message_s > self.idle_timeout_s:

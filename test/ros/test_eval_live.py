@@ -3,14 +3,16 @@
 Runs ``python -m openset_perception.ros.eval_live`` in its own process (so ``main``, its argument
 parsing and the idle timeout are covered) while this test plays the role of both ``ros2 bag play``
 (images, depth, ground truth) and the segmenter node (score, semantic and open-set maps; frame 2 is
-"dropped"). Skipped without rclpy. DDS stays on loopback (test/conftest.py) and on a random domain.
+"dropped"). It starts publishing only once discovery has finished both ways: its publishers have
+matched eval-live's readers, and eval-live says that its readers have matched every publisher (a
+volatile reader drops what was sent before). Skipped without rclpy. DDS stays on loopback and on a
+random domain (test/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from openset_perception.data.synthetic_streets import SyntheticStreets
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import jsonable
 from openset_perception.image_codec import numpy_to_image
+from openset_perception.ros.eval_live import CONNECTED_MESSAGE
 
 pytestmark = pytest.mark.ros
 
@@ -92,10 +95,7 @@ def _reference(frames: list[dict[str, np.ndarray]], class_names: list[str]) -> d
     return jsonable(accumulator.compute())
 
 
-def test_eval_live_scores_node_outputs_against_ground_truth(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+def test_eval_live_scores_node_outputs_against_ground_truth(tiny_checkpoint: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "live"
     command = [
@@ -115,7 +115,9 @@ def test_eval_live_scores_node_outputs_against_ground_truth(
         "-r",
         f"__ns:={NAMESPACE}",
     ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
+    log = tmp_path / "eval_live.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     frames = _frames()
     rclpy.init()
     node = Node("eval_live_feeder", namespace=NAMESPACE)
@@ -123,9 +125,12 @@ def test_eval_live_scores_node_outputs_against_ground_truth(
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         publishers = {stream: node.create_publisher(Image, f"{CAMERA}/{stream}", qos) for stream in STREAMS}
         deadline = time.monotonic() + 60.0
-        while any(p.get_subscription_count() == 0 for p in publishers.values()):
-            assert time.monotonic() < deadline, "eval_live did not subscribe to every stream"
-            assert process.poll() is None, "eval_live exited early"
+        while (
+            any(p.get_subscription_count() == 0 for p in publishers.values())
+            or CONNECTED_MESSAGE not in log.read_text(errors="replace")
+        ):
+            assert time.monotonic() < deadline, f"no discovery both ways in 60 s:\n{log.read_text()}"
+            assert process.poll() is None, f"eval_live exited early:\n{log.read_text()}"
             rclpy.spin_once(node, timeout_sec=0.1)
         for index, frame in enumerate(frames):
             header = Header(stamp=Time(sec=1000, nanosec=index * 100_000_000), frame_id="front_optical")
@@ -135,7 +140,7 @@ def test_eval_live_scores_node_outputs_against_ground_truth(
                 if stream == "gt/semantic":
                     time.sleep(0.02)  # the node's outputs come after its inputs
             time.sleep(0.05)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=60) == 0, log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
