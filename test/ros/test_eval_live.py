@@ -125,10 +125,9 @@ def test_eval_live_scores_node_outputs_against_ground_truth(tiny_checkpoint: Pat
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         publishers = {stream: node.create_publisher(Image, f"{CAMERA}/{stream}", qos) for stream in STREAMS}
         deadline = time.monotonic() + 60.0
-        while (
-            any(p.get_subscription_count() == 0 for p in publishers.values())
-            or CONNECTED_MESSAGE not in log.read_text(errors="replace")
-        ):
+        while any(
+            p.get_subscription_count() == 0 for p in publishers.values()
+        ) or CONNECTED_MESSAGE not in log.read_text(errors="replace"):
             assert time.monotonic() < deadline, f"no discovery both ways in 60 s:\n{log.read_text()}"
             assert process.poll() is None, f"eval_live exited early:\n{log.read_text()}"
             rclpy.spin_once(node, timeout_sec=0.1)
