@@ -162,7 +162,7 @@ class SegmenterNode(LifecycleNode):
         )
         card = segmenter.card
         self.get_logger().info(
-            f"loaded {model_path.name} ({card.architecture.backbone}, {card.num_classes} classes) on "
+            f"loaded {model_path} ({card.architecture.backbone}, {card.num_classes} classes) on "
             f"{segmenter.device} {segmenter.precision}; cameras: {', '.join(config.cameras)}"
         )
         return super().on_configure(state)
