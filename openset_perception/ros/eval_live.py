@@ -54,15 +54,15 @@ class EvalLiveNode(Node):
         best_effort = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT
         )
-        self._streams = []
+        self._readers = []
         for camera in cameras:
             streams = [(output, topics.output_topic(camera, output)) for output in NODE_OUTPUTS]
             streams += [(kind, topics.camera_topic(camera, kind)) for kind in (DEPTH, *GROUND_TRUTH)]
             for stream, topic in streams:
                 callback = partial(self._on_message, camera, stream)
-                self._streams.append(self.create_subscription(Image, topic, callback, reliable))
+                self._readers.append(self.create_subscription(Image, topic, callback, reliable))
             image_kind = topics.COLOR_COMPRESSED if compressed else topics.COLOR
-            self._streams.append(
+            self._readers.append(
                 self.create_subscription(
                     CompressedImage if compressed else Image,
                     topics.camera_topic(camera, image_kind),
@@ -82,7 +82,7 @@ class EvalLiveNode(Node):
         self.evaluation.add(camera, stream, message, self.last_message_s)
 
     def _check_connected(self) -> None:
-        if all(s.get_publisher_count() > 0 for s in self._streams):
+        if all(s.get_publisher_count() > 0 for s in self._readers):
             self.get_logger().info(CONNECTED_MESSAGE)
             self.destroy_timer(self._connected_timer)
 
