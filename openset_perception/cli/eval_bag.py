@@ -7,6 +7,9 @@ from pathlib import Path
 
 from openset_perception.cli.main import add_engine_arguments
 
+# Exit status when the bag was damaged: the report covers what could be read (2 is a usage error).
+EXIT_DAMAGED_BAG = 3
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUT/report.md and plots: anomaly AP / AUROC / FPR95 (overall and per distance where depth "
         "exists), mIoU / open-mIoU where labels allow, latency per stage including the evaluation's "
         "own overhead, and the frames skipped and why. Frames without ground truth count for latency "
-        "only. A damaged bag is evaluated up to the damage.",
+        "only. A damaged bag is evaluated up to the damage, its report written, and the exit status is 3 "
+        "(0: an intact bag, 2: unusable input).",
     )
     parser.add_argument("bag", help="bag folder (with metadata.yaml) or a single .mcap / .db3 file")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
@@ -101,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from error
     print(summary_line(metrics, out_dir))
+    if outputs_bag is not None:
+        print(f"node outputs: {outputs_bag}")
     problems = metrics["bag"]["problems"]
     if problems:
         print(f"the bag is damaged, evaluated up to the damage: {problems[-1]}")
-    if outputs_bag is not None:
-        print(f"node outputs: {outputs_bag}")
+        return EXIT_DAMAGED_BAG
     return 0
