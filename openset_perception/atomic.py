@@ -7,8 +7,10 @@ file and the rename leaves that temporary file behind; ``remove_stale_temp_files
 leftovers (the training run folder calls it on resume).
 
 The temporary file is created with ``os.open(..., 0o666)``, so the kernel applies the process
-umask itself and the result gets the usual permissions for new files; the umask is never read or
-changed (``os.umask`` sets it to read it, a race with every other thread creating files).
+umask itself and the result gets the usual permissions for new files; that mode is read back with
+``fstat`` and restored after the write, because some writers (safetensors) replace the file with a
+private 0600 one. The umask is never read or changed (``os.umask`` sets it to read it, a race with
+every other thread creating files).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +30,8 @@ _RANDOM_LENGTH = 8
 _TEMP_NAME = re.compile(rf"^\.(?P<target>.+)\.[A-Za-z0-9_]{{{_RANDOM_LENGTH}}}{re.escape(_TEMP_SUFFIX)}$")
 
 
-def _create_temp_file(folder: Path, target_name: str) -> Path:
+def _create_temp_file(folder: Path, target_name: str) -> tuple[Path, int]:
+    """A new empty file beside the target, and the permission bits the umask gave it."""
     for _ in range(100):
         random_part = "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(_RANDOM_LENGTH))
         candidate = folder / f".{target_name}.{random_part}{_TEMP_SUFFIX}"
@@ -35,8 +39,11 @@ def _create_temp_file(folder: Path, target_name: str) -> Path:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-        os.close(fd)
-        return candidate
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        return candidate, mode
     raise FileExistsError(f"could not create a temporary file for {target_name!r} in {folder}")
 
 
@@ -62,15 +69,15 @@ def _fsync_folder(folder: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it over ``path`` in one step.
 
-    ``write`` must write to the given name (truncating it is fine; the file already exists with
-    the right permissions). On any exception the temporary file is removed and ``path`` keeps its
+    ``write`` must write to the given name (truncating or replacing the file is fine). On any exception the temporary file is removed and ``path`` keeps its
     previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp_file(path.parent, path.name)
+    tmp, mode = _create_temp_file(path.parent, path.name)
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -38,6 +38,23 @@ def test_mode_follows_the_process_umask(tmp_path: Path) -> None:
     assert mode == 0o640 == stat.S_IMODE(reference.stat().st_mode)
 
 
+def test_a_writer_that_recreates_the_file_privately_still_gets_the_usual_mode(tmp_path: Path) -> None:
+    """safetensors' save_file replaces the file with a 0600 one; the result must not stay private."""
+
+    def private_writer(tmp: str) -> None:
+        os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"weights")
+        os.close(fd)
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "w.safetensors", private_writer)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+
+
 def test_fsyncs_the_file_and_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[str] = []
     real_fsync = os.fsync
@@ -73,7 +90,7 @@ def test_remove_stale_temp_files(tmp_path: Path) -> None:
     for path in kept + stale:
         path.write_bytes(b"")
     # A temporary file name as the writer makes it, left by a write killed before its rename.
-    left_by_writer = atomic._create_temp_file(tmp_path, "state.pt")
+    left_by_writer, _ = atomic._create_temp_file(tmp_path, "state.pt")
     assert remove_stale_temp_files(tmp_path, "state.pt") == sorted([stale[0], left_by_writer])
     assert remove_stale_temp_files(tmp_path) == [stale[1]]
     assert sorted(tmp_path.iterdir()) == sorted(kept)
