@@ -69,8 +69,8 @@ def _fsync_folder(folder: Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it over ``path`` in one step.
 
-    ``write`` must write to the given name (truncating or replacing the file is fine). On any exception the temporary file is removed and ``path`` keeps its
-    previous content.
+    ``write`` must write to the given name (truncating or replacing the file is fine). On any
+    exception the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
