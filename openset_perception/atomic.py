@@ -23,6 +23,9 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 _TEMP_SUFFIX = ".tmp"
 _RANDOM_ALPHABET = string.ascii_lowercase + string.digits + "_"
 _RANDOM_LENGTH = 8
@@ -92,6 +95,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_png(path: str | Path, pixels: np.ndarray) -> None:
+    """A PNG of (H, W) grey or (H, W, 3) BGR pixels, uint8 or uint16.
+
+    Encoded in memory first: ``cv2.imwrite`` picks the format from the name, which for the
+    temporary file is ``.tmp``.
+    """
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"cannot encode {path}: {pixels.dtype} pixels of shape {pixels.shape} as PNG")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` (through a file object: given a name, np.save would append ``.npy``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as stream:
+            np.save(stream, array)
+
+    atomic_write(path, write)
 
 
 def remove_stale_temp_files(folder: str | Path, target_name: str | None = None) -> list[Path]:

@@ -18,6 +18,7 @@ from typing import cast
 import numpy as np
 from tqdm import tqdm
 
+from openset_perception.atomic import atomic_save_npy
 from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
@@ -152,7 +153,7 @@ class _ScoreWriter:
             suffix += 1
             unique = f"{stem}_{suffix}"
         self._used.add(unique)
-        np.save(self.folder / f"{unique}.npy", np.asarray(score, dtype=np.float32))
+        atomic_save_npy(self.folder / f"{unique}.npy", np.asarray(score, dtype=np.float32))
 
 
 def evaluate_dataset(
