@@ -114,7 +114,7 @@ def _integer_field(msg: Any, name: str) -> int:
     return int(value)
 
 
-def check_image_size(height: int, width: int, max_pixels: int) -> None:
+def _check_image_size(height: int, width: int, max_pixels: int) -> None:
     """Raise ``ImageDecodeError`` for a zero, negative or larger than ``max_pixels`` image size."""
     if height == 0 or width == 0:
         raise ImageDecodeError(f"zero-sized image: width {width}, height {height}")
@@ -135,7 +135,7 @@ def image_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
     encoding = str(msg.encoding)
     pixel = _pixel_format(encoding)
     height, width, step = (_integer_field(msg, name) for name in ("height", "width", "step"))
-    check_image_size(height, width, max_pixels)
+    _check_image_size(height, width, max_pixels)
     row_bytes = width * pixel.channels * pixel.dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
@@ -225,7 +225,7 @@ def _imdecode(encoded: np.ndarray, flags: int, format_name: str, max_pixels: int
     if encoded.size == 0:
         raise ImageDecodeError(f"empty compressed payload (format {format_name!r})")
     height, width = compressed_image_size(encoded, format_name)
-    check_image_size(height, width, max_pixels)
+    _check_image_size(height, width, max_pixels)
     try:
         image = cv2.imdecode(encoded, flags)
     except cv2.error:
