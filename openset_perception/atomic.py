@@ -15,6 +15,7 @@ every other thread creating files).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -65,6 +66,10 @@ def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as error:
+        # Some file systems (e.g. some network mounts) cannot sync a folder; the rename is done.
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
