@@ -142,7 +142,11 @@ def test_bad_values_fail_before_the_run_folder_exists(
     from openset_perception.cli.main import main
 
     out = tmp_path / "runs"
-    command = ["train", "--config", str(SMOKE), "--set", f"output_dir={out}", "--set", override]
+    # Were the value accepted, the run would stay short: tiny data, one step, no validation.
+    tiny = ["steps_per_epoch=1", "data.train.num_frames=2", "data.batch_size=1", "data.val=null"]
+    command = ["train", "--config", str(SMOKE), "--set", f"output_dir={out}"]
+    for setting in [*tiny, override]:
+        command += ["--set", setting]
     assert main(command) == 2
     error = capsys.readouterr().err
     assert f"{named}: " in error and message in error, error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openset_perception.cli.evaluate import add_label_map_argument, read_label_map
 from openset_perception.cli.main import add_engine_arguments
 
 # Exit status when the bag was damaged: the report covers what could be read (2 is a usage error).
@@ -59,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exact anomaly metrics from every labelled pixel (memory grows with the bag); "
         "default: constant-memory score histograms",
     )
+    add_label_map_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.slop <= 10:
         raise UserError(f"--slop must be in [0, 10] seconds, got {args.slop}")
     read_model_card(args.checkpoint)  # a missing or broken checkpoint fails before anything is read
+    label_map = read_label_map(args)
     bag = Path(args.bag)
     if not bag.exists():
         raise FileNotFoundError(f"bag not found: {bag}")
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             write_outputs=outputs_bag,
             progress=not args.no_progress,
             title=f"Bag evaluation: {Path(args.checkpoint).name} on {bag.name} ({segmenter.score_method})",
+            label_map=label_map,
         )
     except ValueError as error:
         raise UserError(str(error)) from error
