@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from openset_perception.atomic import atomic_write_text
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBinStats, depth_bin_statistics
 from openset_perception.engine import PRECISIONS, Segmenter
@@ -565,10 +566,13 @@ def markdown_block(results: Sequence[BenchmarkResult], command: str) -> str:
 
 
 def append_markdown(path: str | Path, results: Sequence[BenchmarkResult], command: str) -> None:
-    """Append a run to a Markdown file (created if missing); earlier content is never rewritten."""
+    """Append a run to a Markdown file (created if missing); earlier content is kept as it was.
+
+    The whole file is rewritten atomically, so a kill mid-write leaves the old file, never half a run.
+    """
     path = Path(path)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("\n" + markdown_block(results, command))
+    earlier = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, earlier + "\n" + markdown_block(results, command))
 
 
 def summary_line(result: BenchmarkResult) -> str:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 SchemaT = TypeVar("SchemaT", bound="StrictModel")
+_MAX_SHOWN_INPUT = 200
 
 
 class ConfigError(ValueError):
@@ -45,10 +46,14 @@ def validate_config(data: dict, schema: type[SchemaT], source: str = "config") -
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_describe(e)}" for e in error.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Every problem as ``key.path: what is wrong (got value)``, joined by "; "."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_describe(e)}" for e in error.errors()
+    )
 
 
 def _describe(error: dict) -> str:
@@ -56,7 +61,10 @@ def _describe(error: dict) -> str:
         return "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
-    return f"{error['msg']} (got {error.get('input')!r})"
+    got = repr(error.get("input"))
+    if len(got) > _MAX_SHOWN_INPUT:  # a card or config may hold megabytes in one value
+        got = got[:_MAX_SHOWN_INPUT] + "..."
+    return f"{error['msg']} (got {got})"
 
 
 def _set_dotted(data: dict, dotted: str, value: object) -> None:

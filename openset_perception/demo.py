@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from openset_perception.atomic import atomic_write_png
 from openset_perception.bags.evaluate import evaluate_bag
 from openset_perception.bags.frames import ReadStatistics, read_frames
 from openset_perception.bags.reader import BagReader
@@ -30,7 +31,7 @@ HEATMAP_SPAN = 10.0
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    atomic_write_png(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def _pick_frames(bag: Path, count: int) -> list[np.ndarray]:

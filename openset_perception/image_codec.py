@@ -17,6 +17,12 @@ publisher's native byte order, which is little-endian on every platform ROS targ
   float32 and ``q == 0`` means no depth.
 
 The RVL variant (``"...; compressedDepth rvl"``) is rejected with ``ImageDecodeError``.
+
+Every decoder takes ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``, 16 MP) and refuses larger images
+before any pixel is decoded: a raw ``Image`` by its ``height * width``, a compressed one by the
+size its JPEG frame header (SOF) or PNG ``IHDR`` chunk declares, read here without decoding. A few
+hundred bytes of JPEG can claim 32000x32000 pixels (gigabytes once decoded), so only JPEG and PNG
+payloads are accepted: OpenCV would also decode BMP, TIFF, WebP, ... without a size check.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ import cv2
 import numpy as np
 
 MessageFactory = Callable[..., Any]
+
+DEFAULT_MAX_PIXELS = 16_000_000
+# OpenCV's own ceiling (CV_IO_MAX_IMAGE_PIXELS); a limit above it would never be reached.
+MAX_PIXELS_CEILING = 1 << 30
 
 
 class ImageDecodeError(ValueError):
@@ -97,16 +107,35 @@ def _byte_buffer(data: Any) -> np.ndarray:
     raise ImageDecodeError(f"unsupported data container {type(data).__name__}")
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
+def _integer_field(msg: Any, name: str) -> int:
+    value = getattr(msg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ImageDecodeError(f"{name} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _check_image_size(height: int, width: int, max_pixels: int) -> None:
+    """Raise ``ImageDecodeError`` for a zero, negative or larger than ``max_pixels`` image size."""
+    if height == 0 or width == 0:
+        raise ImageDecodeError(f"zero-sized image: width {width}, height {height}")
+    if height < 0 or width < 0:
+        raise ImageDecodeError(f"negative image size: width {width}, height {height}")
+    if height * width > max_pixels:
+        raise ImageDecodeError(
+            f"image of {width}x{height} = {height * width} pixels exceeds the maximum input size of "
+            f"{max_pixels} pixels (max_input_pixels)"
+        )
+
+
+def image_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Pixels of an ``Image`` as (H, W) or (H, W, C), C-contiguous, native byte order.
 
     The result may share memory with ``msg.data`` (and then be read-only); copy it before writing.
     """
     encoding = str(msg.encoding)
     pixel = _pixel_format(encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageDecodeError(f"zero-sized image: width {width}, height {height}")
+    height, width, step = (_integer_field(msg, name) for name in ("height", "width", "step"))
+    _check_image_size(height, width, max_pixels)
     row_bytes = width * pixel.channels * pixel.dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
@@ -126,9 +155,77 @@ def _is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def _imdecode(encoded: np.ndarray, flags: int, format_name: str) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8"
+# JPEG markers without a length field (TEM, RST0-7); SOFn are C0-CF except DHT, JPG and DAC.
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_image_size(encoded: np.ndarray, format_name: str) -> tuple[int, int]:
+    """(height, width) that a JPEG or PNG payload declares, read from its header without decoding.
+
+    Raises ``ImageDecodeError`` for any other payload and for a header that is cut short or malformed.
+    """
+    data = memoryview(np.ascontiguousarray(encoded, dtype=np.uint8)).cast("B")
+    if data[: len(_PNG_SIGNATURE)] == _PNG_SIGNATURE:
+        return _png_size(data, format_name)
+    if data[: len(_JPEG_SIGNATURE)] == _JPEG_SIGNATURE:
+        return _jpeg_size(data, format_name)
+    raise ImageDecodeError(
+        f"corrupt or unrecognised compressed payload (format {format_name!r}, {len(data)} bytes): "
+        "neither a JPEG nor a PNG signature"
+    )
+
+
+def _png_size(data: memoryview, format_name: str) -> tuple[int, int]:
+    # The first chunk must be IHDR: length 13, type, then width and height as big-endian uint32.
+    header = bytes(data[8:24])
+    if len(header) < 16 or header[4:8] != b"IHDR" or int.from_bytes(header[:4], "big") != 13:
+        raise ImageDecodeError(f"corrupt PNG payload (format {format_name!r}): no IHDR chunk at its start")
+    width, height = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+    return height, width
+
+
+def _jpeg_size(data: memoryview, format_name: str) -> tuple[int, int]:
+    """Walk the marker segments up to the frame header; stricter than libjpeg, which skips garbage
+    between segments, so that any size returned here is the one libjpeg will allocate for."""
+    position, size = 2, len(data)
+    while True:
+        if position >= size or data[position] != 0xFF:
+            raise ImageDecodeError(
+                f"corrupt JPEG payload (format {format_name!r}): no marker at byte {position} "
+                "before the frame header"
+            )
+        while position < size and data[position] == 0xFF:  # fill bytes
+            position += 1
+        if position >= size:
+            break
+        marker = data[position]
+        position += 1
+        if marker in _JPEG_STANDALONE_MARKERS:
+            continue
+        # FF 00 is stuffing that libjpeg skips as garbage, so it must not be read as a segment here.
+        if marker in (0x00, 0xD8, 0xD9, 0xDA) or position + 2 > size:
+            break
+        length = (data[position] << 8) | data[position + 1]
+        if marker in _JPEG_FRAME_MARKERS:
+            if length < 8 or position + 7 > size:
+                break
+            height = (data[position + 3] << 8) | data[position + 4]
+            width = (data[position + 5] << 8) | data[position + 6]
+            return height, width
+        if length < 2:
+            break
+        position += length
+    raise ImageDecodeError(f"corrupt JPEG payload (format {format_name!r}): no frame header (SOF marker)")
+
+
+def _imdecode(encoded: np.ndarray, flags: int, format_name: str, max_pixels: int) -> np.ndarray:
     if encoded.size == 0:
         raise ImageDecodeError(f"empty compressed payload (format {format_name!r})")
+    height, width = compressed_image_size(encoded, format_name)
+    _check_image_size(height, width, max_pixels)
     try:
         image = cv2.imdecode(encoded, flags)
     except cv2.error:
@@ -140,7 +237,7 @@ def _imdecode(encoded: np.ndarray, flags: int, format_name: str) -> np.ndarray:
     return image
 
 
-def decode_color(msg: Any) -> np.ndarray:
+def decode_color(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an ``Image`` or a JPEG/PNG ``CompressedImage``.
 
     Mono images are replicated to three channels (mono16 keeps its high byte), alpha is dropped.
@@ -148,9 +245,9 @@ def decode_color(msg: Any) -> np.ndarray:
     result may share memory with ``msg.data``, like ``image_to_numpy``.
     """
     if _is_compressed(msg):
-        return _decode_compressed_color(msg)
+        return _decode_compressed_color(msg, max_pixels)
     encoding = str(msg.encoding)
-    pixels = image_to_numpy(msg)
+    pixels = image_to_numpy(msg, max_pixels)
     if encoding in ("rgb8", "8UC3"):
         return pixels
     if encoding == "mono16":
@@ -162,11 +259,11 @@ def decode_color(msg: Any) -> np.ndarray:
     raise ImageDecodeError(f"encoding {encoding!r} is not a colour or mono image encoding")
 
 
-def _decode_compressed_color(msg: Any) -> np.ndarray:
+def _decode_compressed_color(msg: Any, max_pixels: int) -> np.ndarray:
     format_name = str(msg.format)
     if "compresseddepth" in format_name.lower():
         raise ImageDecodeError(f"format {format_name!r} is a compressed depth image; use decode_depth")
-    bgr_or_rgb = _imdecode(_byte_buffer(msg.data), cv2.IMREAD_COLOR, format_name)
+    bgr_or_rgb = _imdecode(_byte_buffer(msg.data), cv2.IMREAD_COLOR, format_name, max_pixels)
     # image_transport writes "<enc>; jpeg compressed <payload enc>"; cv2 returns the payload's
     # channel order, which is BGR unless the publisher says it compressed rgb8 as is.
     if format_name.strip().endswith("compressed rgb8"):
@@ -174,19 +271,21 @@ def _decode_compressed_color(msg: Any) -> np.ndarray:
     return cv2.cvtColor(bgr_or_rgb, cv2.COLOR_BGR2RGB)
 
 
-def decode_depth(msg: Any) -> np.ndarray:
+def decode_depth(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """(H, W) float32 depth in metres, NaN where invalid, from an ``Image`` or compressedDepth message.
 
     16UC1/mono16 are millimetres with 0 = invalid; 32FC1/64FC1 are metres with NaN, inf and
     values <= 0 invalid.
     """
     if _is_compressed(msg):
-        return _decode_compressed_depth(msg)
+        return _decode_compressed_depth(msg, max_pixels)
     encoding = str(msg.encoding)
     if encoding in _MILLIMETRE_DEPTH_ENCODINGS:
-        return _millimetres_to_metres(image_to_numpy(msg))
+        return _millimetres_to_metres(image_to_numpy(msg, max_pixels))
     if encoding in _METRE_DEPTH_ENCODINGS:
-        return _invalidate_nonpositive(image_to_numpy(msg).astype(np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):  # 64-bit values beyond float32 become inf
+            metres = image_to_numpy(msg, max_pixels).astype(np.float32)
+        return _invalidate_nonpositive(metres)
     expected = ", ".join(_MILLIMETRE_DEPTH_ENCODINGS + _METRE_DEPTH_ENCODINGS)
     raise ImageDecodeError(f"encoding {encoding!r} is not a depth encoding (expected {expected})")
 
@@ -203,7 +302,7 @@ def _invalidate_nonpositive(metres: np.ndarray) -> np.ndarray:
     return metres
 
 
-def _decode_compressed_depth(msg: Any) -> np.ndarray:
+def _decode_compressed_depth(msg: Any, max_pixels: int) -> np.ndarray:
     format_name = str(msg.format)
     encoding, _, transport = (part.strip() for part in format_name.partition(";"))
     if transport and not transport.startswith("compressedDepth"):
@@ -220,7 +319,7 @@ def _decode_compressed_depth(msg: Any) -> np.ndarray:
             f"need a {header_size}-byte header and a PNG"
         )
     header = payload[:header_size].copy().view(_COMPRESSED_DEPTH_HEADER)[0]
-    quantised = _imdecode(payload[header_size:], cv2.IMREAD_UNCHANGED, format_name)
+    quantised = _imdecode(payload[header_size:], cv2.IMREAD_UNCHANGED, format_name, max_pixels)
     if quantised.dtype != np.uint16 or quantised.ndim != 2:
         raise ImageDecodeError(
             "compressedDepth PNG must be single-channel 16-bit, "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from openset_perception.atomic import atomic_write_bytes
 from openset_perception.checkpoint import CARD_KEY
 from openset_perception.engine import Segmenter
 
@@ -97,8 +98,8 @@ def export_onnx(
         )
     program.model.metadata_props[CARD_KEY] = json.dumps(segmenter.card.to_dict())
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(path, external_data=False)
+    # Serialised in memory: ONNXProgram.save would write the destination in place, not atomically.
+    atomic_write_bytes(path, program.model_proto.SerializeToString())
     return path
 
 

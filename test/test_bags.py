@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 
 from openset_perception.bags import topics
 from openset_perception.bags.evaluate import evaluate_bag
+from openset_perception.bags.frames import ReadStatistics, read_frames
 from openset_perception.bags.live import LiveEvaluation
 from openset_perception.bags.pairing import Discarded, StampPairer
 from openset_perception.bags.reader import BagReader
@@ -26,6 +29,7 @@ from openset_perception.bags.writer import (
     write_sample,
 )
 from openset_perception.checkpoint import save_checkpoint
+from openset_perception.cli.eval_bag import EXIT_DAMAGED_BAG
 from openset_perception.cli.main import main
 from openset_perception.data import (
     STREET_CLASSES,
@@ -296,7 +300,7 @@ def test_truncated_bag_is_evaluated_up_to_the_damage(
         stream.truncate(storage_file.stat().st_size // 2)
     out = tmp_path / "eval"
     evaluate = ["eval-bag", str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--exact"]
-    assert main([*evaluate, "--device", "cpu", "--no-progress"]) == 0
+    assert main([*evaluate, "--device", "cpu", "--no-progress"]) == EXIT_DAMAGED_BAG
     metrics = json.loads((out / "metrics.json").read_text())
 
     frames, problems = metrics["frames"], metrics["bag"]["problems"]
@@ -356,6 +360,79 @@ def test_reader_salvages_the_intact_front_of_a_cut_file(
         assert reader.problems
     assert 0 < len(salvaged) < len(written)
     assert salvaged == written[: len(salvaged)]
+
+
+def test_record_by_record_reading_keeps_the_first_frames_depth_and_ground_truth(
+    streets: ListDataset, tmp_path: Path
+) -> None:
+    """Without metadata.yaml a cut file's topics are met one by one; the first image comes before its
+    depth and ground truth, which must still pair with it."""
+    bag = tmp_path / "bag"
+    write_dataset_bag(streets, bag, progress=False)
+    (bag / "metadata.yaml").unlink()
+    storage_file = _storage_file(bag)
+    with storage_file.open("r+b") as stream:
+        stream.truncate(int(storage_file.stat().st_size * 0.7))
+    statistics = ReadStatistics()
+    with BagReader(bag) as reader:
+        assert reader.topics == {}  # nothing announced: every route is found on first sight
+        frames = list(read_frames(reader, statistics))
+        assert reader.problems
+    assert 1 < len(frames) < FRAMES
+    # The last frame read may have lost its streams to the cut; every earlier one has all of them.
+    for frame, sample in zip(frames[:-1], streets.samples, strict=False):
+        assert frame.depth is not None and frame.gt_anomaly is not None and frame.gt_semantic is not None
+        assert np.array_equal(image_to_numpy(frame.gt_semantic), sample.semantic)
+    assert statistics.ground_truth_without_image == {}
+
+
+@pytest.mark.parametrize("cut_bytes", [1, 8, 12, 28])
+def test_an_mcap_file_cut_just_before_its_end_is_damaged(
+    cut_bytes: int, streets: ListDataset, tmp_path: Path
+) -> None:
+    """The closing magic (8 bytes) and the footer (29) hold no message, but a cut there is damage."""
+    bag = tmp_path / "bag"
+    write_dataset_bag(streets, bag, max_frames=3, progress=False)
+    storage_file = _storage_file(bag)
+    with storage_file.open("r+b") as stream:
+        stream.truncate(storage_file.stat().st_size - cut_bytes)
+    with BagReader(storage_file) as reader:
+        assert len([m for m in reader.messages() if m.topic == "/camera/image"]) == 3
+        assert reader.problems and "truncated" in reader.problems[-1]
+
+
+def _first_chunk(data: bytes) -> tuple[int, int, bytes]:
+    """(file offset of the stored CRC, the CRC, the chunk's records) of an uncompressed first chunk."""
+    offset = 8 + 9 + struct.unpack_from("<Q", data, 9)[0]  # magic, then the header record
+    assert data[offset] == 0x06  # a chunk record
+    body = offset + 9
+    crc = struct.unpack_from("<I", data, body + 24)[0]
+    (compression_length,) = struct.unpack_from("<I", data, body + 28)
+    assert compression_length == 0  # make-bag writes uncompressed chunks
+    (records_length,) = struct.unpack_from("<Q", data, body + 32)
+    return body + 24, crc, data[body + 40 : body + 40 + records_length]
+
+
+def test_make_bag_writes_chunk_crcs_and_eval_bag_reports_a_damaged_payload(
+    checkpoint: Path, streets: ListDataset, tmp_path: Path
+) -> None:
+    bag = tmp_path / "bag"
+    write_dataset_bag(streets, bag, max_frames=3, progress=False)
+    storage_file = _storage_file(bag)
+    data = bytearray(storage_file.read_bytes())
+    _, crc, records = _first_chunk(bytes(data))
+    assert crc != 0 and crc == zlib.crc32(records)
+
+    evaluate = ["eval-bag", str(bag), "--checkpoint", str(checkpoint), "--device", "cpu", "--no-progress"]
+    assert main([*evaluate, "--out", str(tmp_path / "intact")]) == 0
+    crc_offset = _first_chunk(bytes(data))[0]
+    data[crc_offset + 16 + len(records) // 2] ^= 0x10  # one bit of a message inside the chunk
+    storage_file.write_bytes(bytes(data))
+    out = tmp_path / "damaged"
+    assert main([*evaluate, "--out", str(out)]) == EXIT_DAMAGED_BAG
+    problems = json.loads((out / "metrics.json").read_text())["bag"]["problems"]
+    assert any("checksum" in text for text in problems)
+    assert (out / "report.md").is_file()
 
 
 def test_pairer_hand_computed() -> None:

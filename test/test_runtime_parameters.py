@@ -29,6 +29,7 @@ from openset_perception.runtime.parameters import (
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 DYNAMIC = {
     "max_input_age",
+    "max_input_pixels",
     "batch_window",
     "threshold",
     "score_method",
@@ -55,6 +56,8 @@ def test_default_settings_defer_to_the_model_card() -> None:
     assert settings.danger == DangerZone(0.0, 20.0, 20)
     assert settings.depth_bins == DepthBins(DEFAULT_EDGES_M)
     assert (settings.max_input_age_s, settings.heatmap_span, settings.overlay_alpha) == (0.5, 40.0, 0.5)
+    assert settings.max_input_pixels == 16_000_000
+    assert validate_changes({"max_input_pixels": 640 * 480}, default_values()).max_input_pixels == 307_200
 
 
 def test_valid_run_time_changes_produce_new_settings() -> None:
@@ -96,6 +99,9 @@ def test_valid_run_time_changes_produce_new_settings() -> None:
         ({"overlay_alpha": 1.5}, "<= 1.0"),
         ({"heatmap_span": 0.0}, ">= 0.001"),
         ({"max_input_age": -1.0}, ">= 0.0"),
+        ({"max_input_pixels": 0}, ">= 1024"),
+        ({"max_input_pixels": 2**31}, "<= 1073741824"),
+        ({"max_input_pixels": 1.5e6}, "type int"),
         ({"threshold": "high"}, "type double"),
         ({"danger_min_pixels": 2.5}, "type int"),
         ({"depth_bins": ["a", "b"]}, "type double_array"),

@@ -14,11 +14,12 @@ from rosbags.typesys import Stores, get_typestore
 
 from openset_perception.engine import Segmenter
 from openset_perception.image_codec import numpy_to_image, rosbags_factories
+from openset_perception.runtime import pipeline as pipeline_module
 from openset_perception.runtime.frame_buffer import CameraFrame, LatestFrameBuffer
 from openset_perception.runtime.health import HealthMonitor
 from openset_perception.runtime.outputs import IMAGE_OUTPUT_ENCODINGS, OUTPUT_NAMES
 from openset_perception.runtime.parameters import runtime_settings
-from openset_perception.runtime.pipeline import CameraResult, InferencePipeline, Rejected
+from openset_perception.runtime.pipeline import CameraFailure, CameraResult, InferencePipeline, Rejected
 from openset_perception.runtime.status import Level
 from openset_perception.runtime.worker import InferenceWorker
 
@@ -200,3 +201,123 @@ def test_a_failing_publisher_does_not_stop_the_other_cameras(segmenter: Segmente
     )
     worker.step([camera_frame("front", 1), camera_frame("rear", 2)])
     assert published == ["rear"] and [str(f) for f in failures] == ["publisher gone"]
+
+
+@dataclasses.dataclass
+class MessageWithoutStep:
+    """A message-like object the codec does not foresee: reading it raises AttributeError."""
+
+    height: int = HEIGHT
+    width: int = WIDTH
+    encoding: str = "rgb8"
+    is_bigendian: int = 0
+    data: bytes = bytes(HEIGHT * WIDTH * 3)
+
+
+def test_an_unexpected_decoding_error_stays_with_its_camera(segmenter: Segmenter) -> None:
+    pipeline = InferencePipeline(segmenter, runtime_settings({}))
+    frames = [camera_frame("front", 1, image_msg=MessageWithoutStep()), camera_frame("rear", 2)]
+    outcome = pipeline.process(frames, everything)
+    assert [r.frame.camera for r in outcome.results] == ["rear"]
+    (failed,) = outcome.failed
+    assert failed.frame.camera == "front" and isinstance(failed.error, CameraFailure)
+    assert str(failed.error).startswith("camera 'front': AttributeError")
+    assert isinstance(failed.error.__cause__, AttributeError)
+
+
+def test_an_engine_failure_on_one_frame_keeps_the_other_cameras(
+    segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same-size frames share one forward pass; when it fails, each frame is retried on its own."""
+    poisoned = image_of(camera_frame("front", 1))
+    real_segment = segmenter.segment
+    calls: list[int] = []
+
+    def segment(images: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(images))
+        if any(np.array_equal(image, poisoned) for image in images):
+            raise RuntimeError("CUDA out of memory")
+        return real_segment(images, *args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "segment", segment)
+    pipeline = InferencePipeline(segmenter, runtime_settings({}))
+    frames = [camera_frame("front", 1), camera_frame("rear", 2), camera_frame("left", 3)]
+    outcome = pipeline.process(frames, everything)
+    assert calls == [3, 1, 1, 1]
+    assert [r.frame.camera for r in outcome.results] == ["rear", "left"]
+    assert [f.frame.camera for f in outcome.failed] == ["front"]
+    assert "RuntimeError: CUDA out of memory" in str(outcome.failed[0].error)
+    reference = real_segment([image_of(frames[1])])
+    np.testing.assert_array_equal(outcome.results[0].images["semantic"], reference.semantic[0])
+
+
+def test_a_rendering_failure_stays_with_its_camera(
+    segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_render = pipeline_module.render_image_outputs
+
+    def render(image: np.ndarray, *args: Any) -> Any:
+        if np.array_equal(image, image_of(camera_frame("rear", 2))):
+            raise ValueError("palette index out of range")
+        return real_render(image, *args)
+
+    monkeypatch.setattr(pipeline_module, "render_image_outputs", render)
+    outcome = InferencePipeline(segmenter, runtime_settings({})).process(
+        [camera_frame("front", 1), camera_frame("rear", 2)], everything
+    )
+    assert [r.frame.camera for r in outcome.results] == ["front"]
+    assert [f.frame.camera for f in outcome.failed] == ["rear"]
+
+
+def test_the_worker_counts_and_reports_camera_failures(segmenter: Segmenter) -> None:
+    published: list[str] = []
+    failures: list[Exception] = []
+    health = HealthMonitor()
+    worker = InferenceWorker(
+        LatestFrameBuffer(["front", "rear"]),
+        InferencePipeline(segmenter, runtime_settings({})),
+        lambda camera: ("open_set",),
+        lambda result: published.append(result.frame.camera),
+        lambda rejected: None,
+        failures.append,
+        health,
+    )
+    worker.step([camera_frame("front", 1, image_msg=MessageWithoutStep()), camera_frame("rear", 2)])
+    assert published == ["rear"]
+    assert [str(f).split(":")[0] for f in failures] == ["camera 'front'"]
+    assert health.snapshot().failed_batches == 1
+
+
+def test_max_input_pixels_is_applied_to_the_next_batch(segmenter: Segmenter) -> None:
+    pipeline = InferencePipeline(segmenter, runtime_settings({}))
+    frames = [camera_frame("front", 1)]
+    assert len(pipeline.process(frames, everything).results) == 1
+    pipeline.update(runtime_settings({"max_input_pixels": HEIGHT * WIDTH - 1}))
+    outcome = pipeline.process(frames, everything)
+    assert outcome.results == [] and "exceeds the maximum input size" in outcome.rejected[0].reason
+
+
+def test_fuzzed_messages_of_one_camera_never_cost_the_other_camera_its_frame(segmenter: Segmenter) -> None:
+    """Random field values for the front camera's image and depth messages (fixed seed, bounded count):
+    every batch still yields the rear camera's result, and the front frame is accounted for once."""
+    from test_image_codec_limits import random_image_message
+
+    rng = np.random.default_rng(2016)
+    pipeline = InferencePipeline(segmenter, runtime_settings({"max_input_pixels": 4096}))
+    good = camera_frame("rear", 2)
+    accounted = {"results": 0, "rejected": 0, "failed": 0}
+    for _ in range(40):
+        fuzzed = dataclasses.replace(
+            camera_frame("front", 1), image_msg=random_image_message(rng), depth_msg=random_image_message(rng)
+        )
+        outcome = pipeline.process([fuzzed, good], everything)
+        assert [r.frame.camera for r in outcome.results][-1:] == ["rear"]
+        front = {
+            "results": sum(r.frame.camera == "front" for r in outcome.results),
+            "rejected": len(outcome.rejected),
+            "failed": len(outcome.failed),
+        }
+        assert sum(front.values()) == 1, front
+        for key, count in front.items():
+            accounted[key] += count
+    assert accounted["rejected"] > 20

@@ -1,5 +1,6 @@
 """Training: config validation, exact resume after a kill, and a CPU smoke run that must learn."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,95 @@ def test_smoke_training_learns_to_flag_unknown_objects(tmp_path: Path) -> None:
     assert ap["densehybrid"] >= 3 * anomaly_rate
     assert ap["densehybrid"] > ap["generative"]
     assert ap["densehybrid"] > ap["discriminative"]
+
+
+SMOKE = REPO / "config/train/streets_smoke.yaml"
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "message"),
+    [
+        ("model.backbone=resnet9000", "model.backbone", "swiftnet_rn18"),
+        ("model.backbone_kwargs={widht: 0.25}", "model.backbone_kwargs", "no option 'widht'"),
+        ("model.backbone_kwargs={width: -1}", "model.backbone_kwargs", "width must be positive"),
+        ("model.backbone_kwargs={width: '0.5'}", "model.backbone_kwargs", "valid number"),
+        ("score_method=magic", "score_method", "densehybrid"),
+        ("score_method=moose_msp", "<root>", "moose_probes"),
+        ("device=gpu", "device", "unknown device 'gpu'"),
+        ("data.scale_range=[2.0, 0.5]", "data.scale_range", "0 < low <= high"),
+        ("data.scale_range=[0, 2.0]", "data.scale_range", "0 < low <= high"),
+        ("optimizer.lr_min=0.1", "optimizer", "lr_min"),
+        ("loss.beta1=-1.0", "loss.beta1", "greater than or equal to 0"),
+        ("epochs=true", "epochs", "valid integer"),
+        ("epochs='3'", "epochs", "valid integer"),
+        ("data.train.name=cityscapez", "data.train.name", "known datasets: folder, synthetic_streets"),
+    ],
+)
+def test_bad_values_fail_before_the_run_folder_exists(
+    override: str, named: str, message: str, tmp_path: Path, capsys
+) -> None:
+    from openset_perception.cli.main import main
+
+    out = tmp_path / "runs"
+    # Were the value accepted, the run would stay short: tiny data, one step, no validation.
+    tiny = ["steps_per_epoch=1", "data.train.num_frames=2", "data.batch_size=1", "data.val=null"]
+    command = ["train", "--config", str(SMOKE), "--set", f"output_dir={out}"]
+    for setting in [*tiny, override]:
+        command += ["--set", setting]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert f"{named}: " in error and message in error, error
+    assert not out.exists()
+
+
+def test_a_dataset_that_cannot_be_opened_leaves_no_run_folder(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path / "runs")
+    config.data.train.name = "folder"
+    config.data.train.root = tmp_path / "no_such_dataset"
+    with pytest.raises(FileNotFoundError, match="no_such_dataset"):
+        Trainer(config)
+    assert not config.run_dir.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing_entry"])
+def test_a_corrupt_training_state_is_a_clear_error(damage: str, tmp_path: Path, capsys) -> None:
+    from openset_perception.checkpoint import CheckpointError
+
+    config = _tiny_config(tmp_path, epochs=1, steps_per_epoch=1)
+    Trainer(config).fit()
+    state_file = config.run_dir / "train_state.pt"
+    if damage == "garbage":
+        state_file.write_bytes(b"\x00not a torch file" * 10)
+    elif damage == "truncated":
+        state_file.write_bytes(state_file.read_bytes()[: state_file.stat().st_size // 2])
+    else:
+        state = torch.load(state_file, weights_only=True)
+        del state["optimizer"]
+        torch.save(state, state_file)
+    with pytest.raises(CheckpointError, match="not a usable training state") as caught:
+        Trainer(config).fit(resume=True)
+    assert str(state_file) in str(caught.value)
+    if damage == "missing_entry":
+        assert "missing entry 'optimizer'" in str(caught.value)
+
+
+def test_temporary_files_of_a_killed_write_are_removed_at_start(tmp_path: Path) -> None:
+    """A real kill -9 inside an atomic write leaves its temporary file; the next start removes it."""
+    import subprocess
+    import sys
+
+    config = _tiny_config(tmp_path)
+    config.run_dir.mkdir(parents=True)
+    kill_mid_write = (
+        "import os, signal, sys\n"
+        "from openset_perception.atomic import atomic_write\n"
+        "atomic_write(sys.argv[1], lambda tmp: os.kill(os.getpid(), signal.SIGKILL))\n"
+    )
+    target = config.run_dir / "train_state.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", kill_mid_write, str(target)], env=env, check=False)
+    assert killed.returncode == -9
+    leftovers = [p for p in config.run_dir.iterdir() if p.name != "tensorboard"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".train_state.pt.")
+    Trainer(config)
+    assert not leftovers[0].exists() and not target.exists()

@@ -31,6 +31,7 @@ from openset_perception.bags.writer import CLASS_NAMES_KEY, STORAGE_FORMATS
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.evaluate import add_run_settings
+from openset_perception.evaluation.label_map import LabelMap, SemanticGroundTruth
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, image_to_numpy
 from openset_perception.metrics import AccumulatorMode
@@ -53,23 +54,13 @@ class _Decoded:
     gt_error: str | None  # ground truth that could not be decoded: the frame counts for latency only
 
 
-def check_bag_classes(segmenter: Segmenter, reader: BagReader) -> None:
-    """Bags written by make-bag name their classes; they must match the model's like a dataset's."""
+def semantic_ground_truth(
+    segmenter: Segmenter, reader: BagReader, label_map: LabelMap | None = None
+) -> SemanticGroundTruth:
+    """The bag's semantic labels in the model's ids; bags written by make-bag name their classes."""
     stored = reader.custom_data.get(CLASS_NAMES_KEY)
-    if stored is None:
-        return
-    class_names = json.loads(stored)
-    if len(class_names) != segmenter.num_classes:
-        raise ValueError(
-            f"the bag's ground truth has {len(class_names)} classes ({', '.join(class_names)}), the model "
-            f"{segmenter.num_classes} ({', '.join(segmenter.card.class_names)}): semantic labels do not match"
-        )
-    if list(class_names) != list(segmenter.card.class_names):
-        LOGGER.warning(
-            "bag classes %s differ in name from the model's %s; comparing train ids as they are",
-            class_names,
-            segmenter.card.class_names,
-        )
+    declared = None if stored is None else list(json.loads(stored))
+    return SemanticGroundTruth(segmenter.card.class_names, label_map, declared)
 
 
 def evaluate_bag(
@@ -84,11 +75,13 @@ def evaluate_bag(
     write_outputs: str | Path | None = None,
     progress: bool = True,
     title: str = "Bag evaluation report",
+    label_map: LabelMap | None = None,
 ) -> dict:
     """Evaluate and write metrics.json, report.md and plots to ``out_dir``; returns the metrics.
 
     ``write_outputs``: path of a new bag with the node's output topics (in the input's storage format).
-    Raises ValueError for a camera the bag does not have or ground truth whose classes do not fit.
+    ``label_map`` maps the bag's semantic ids to the model's (see :mod:`.evaluation.label_map`).
+    Raises ValueError for a camera the bag does not have.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -97,7 +90,7 @@ def evaluate_bag(
     accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
     statistics = ReadStatistics()
     with BagReader(bag) as reader:
-        check_bag_classes(segmenter, reader)
+        semantic = semantic_ground_truth(segmenter, reader, label_map)
         frames = read_frames(reader, statistics, cameras, slop_s, queue_size)
         expected = announced_images(reader, cameras)
         storage = reader.storage if reader.storage in STORAGE_FORMATS else "mcap"
@@ -107,12 +100,13 @@ def evaluate_bag(
             writer if writer is not None else nullcontext(),
             tqdm(total=total, unit="frame", desc="evaluating bag", disable=not progress) as bar,
         ):
-            _Run(segmenter, accumulator, writer, batch_size).consume(frames, statistics, bar)
+            _Run(segmenter, accumulator, writer, batch_size, semantic).consume(frames, statistics, bar)
         _note_losses(accumulator, statistics, reader, expected)
         metrics = accumulator.compute()
         metrics["overhead"] = _overhead_summary(accumulator)
         metrics["bag"] = _bag_section(reader, statistics, slop_s, queue_size, write_outputs)
     add_run_settings(metrics, segmenter, started, batch_size=batch_size, mode=mode)
+    semantic.record(metrics)
     written = write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     _append_bag_section(written["report"], cast(dict, jsonable(metrics)))
     return cast(dict, jsonable(metrics))
@@ -127,8 +121,10 @@ class _Run:
         accumulator: EvaluationAccumulator,
         writer: OutputBagWriter | None,
         batch_size: int,
+        semantic: SemanticGroundTruth,
     ) -> None:
         self.segmenter = segmenter
+        self.semantic = semantic
         self.accumulator = accumulator
         self.writer = writer
         self.batch_size = batch_size
@@ -199,7 +195,7 @@ class _Run:
                 maps.semantic,
                 maps.open_set,
                 gt_anomaly=item.gt_anomaly,
-                gt_semantic=item.gt_semantic,
+                gt_semantic=self.semantic(item.gt_semantic, item.frame.name),
                 depth=item.depth,
             )
         except ValueError as error:

@@ -83,6 +83,9 @@ class _CameraTopics:
         self.routes: dict[str, tuple[str, str]] = {}  # topic -> (camera, stream)
         self._chosen: dict[tuple[str, str], str] = {}  # (camera, stream) -> bag kind
         self._ignored: set[str] = set()
+        announced = list(announced)
+        # Without a topic list (no metadata.yaml, damaged storage) every route is found on first sight.
+        self.announced = bool(announced)
         ours = [
             (_PREFERENCE.index(parsed.kind), topic, parsed)
             for topic, msgtype in announced
@@ -201,7 +204,9 @@ def _frames(
         statistics.add_time("read", started)
         pairing_started = time.perf_counter()
         if camera not in pairers:
-            pairers[camera] = StampPairer(IMAGE, routing.streams(camera), slop_ns, queue_size)
+            pairers[camera] = StampPairer(
+                IMAGE, routing.streams(camera), slop_ns, queue_size, open_streams=not routing.announced
+            )
         pairers[camera].add(stream, stamp, message)
         statistics.add_time("pairing", pairing_started)
         yield from finish(camera, flush=False)

@@ -34,9 +34,19 @@ class Discarded:
 
 class StampPairer:
     def __init__(
-        self, anchor: str, streams: Iterable[str] = (), slop_ns: int = 0, queue_size: int = 16
+        self,
+        anchor: str,
+        streams: Iterable[str] = (),
+        slop_ns: int = 0,
+        queue_size: int = 16,
+        open_streams: bool = False,
     ) -> None:
-        """``streams``: the other streams expected; a stream seen later in ``add`` joins them."""
+        """``streams``: the other streams expected; a stream seen later in ``add`` joins them.
+
+        ``open_streams``: the list of streams is not known up front (a damaged bag read record by
+        record), so a frame also waits until a later anchor has moved past ``stamp + slop``: by then
+        the streams recorded with it have shown up, even those never seen before.
+        """
         if slop_ns < 0:
             raise ValueError(f"slop must be >= 0, got {slop_ns} ns")
         if queue_size < 1:
@@ -44,6 +54,7 @@ class StampPairer:
         self.anchor = anchor
         self.slop_ns = slop_ns
         self.queue_size = queue_size
+        self.open_streams = open_streams
         self._anchors: deque[tuple[int, Any]] = deque()
         self._waiting: dict[str, list[tuple[int, Any]]] = {}
         self._newest: dict[str, int] = {}
@@ -80,6 +91,8 @@ class StampPairer:
 
     def _complete(self) -> bool:
         deadline = self._anchors[0][0] + self.slop_ns
+        if self.open_streams and self._anchors[-1][0] <= deadline:
+            return False
         return all(self._newest.get(stream, deadline) > deadline for stream in self._waiting)
 
     def _pair(self, stamp_ns: int, anchor_message: Any) -> PairedFrame:

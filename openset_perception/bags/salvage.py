@@ -14,7 +14,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 _FOOTER, _SCHEMA, _CHANNEL, _MESSAGE, _CHUNK = 0x02, 0x03, 0x04, 0x05, 0x06
@@ -49,9 +49,10 @@ def scan_mcap(path: Path) -> Iterator[RawMessage]:
                     f"{path.name}: file ends at byte {size} without an MCAP footer (truncated)"
                 )
             op, length = _RECORD_HEAD.unpack(stream.read(_RECORD_HEAD.size))
-            if op == _FOOTER:
-                return
             body_start = offset + _RECORD_HEAD.size
+            if op == _FOOTER:
+                _check_end(stream, path, body_start + length, size)
+                return
             complete = body_start + length <= size
             if op in (_SCHEMA, _CHANNEL, _MESSAGE, _CHUNK) and (complete or op == _CHUNK):
                 body = memoryview(stream.read(length))
@@ -68,6 +69,15 @@ def scan_mcap(path: Path) -> Iterator[RawMessage]:
                     f"{size - body_start} (truncated)"
                 )
             offset = body_start + length
+
+
+def _check_end(stream: BinaryIO, path: Path, footer_end: int, size: int) -> None:
+    """A file cut inside its footer or its closing magic bytes is damaged too, however little is lost."""
+    stream.seek(footer_end)
+    if footer_end + len(MCAP_MAGIC) > size or stream.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+        raise DamagedBagError(
+            f"{path.name}: file ends at byte {size} inside its MCAP footer or closing magic (truncated)"
+        )
 
 
 def _string(body: memoryview, position: int) -> tuple[str, int]:

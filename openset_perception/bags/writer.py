@@ -20,6 +20,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from openset_perception.bags import topics
+from openset_perception.bags.mcap_checksums import write_chunk_checksums
 from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.image_codec import numpy_to_compressed, numpy_to_image, rosbags_factories
 
@@ -40,6 +41,7 @@ class BagWriter:
     """A new rosbag2 folder; topics are registered on first use, messages serialised on write.
 
     Use as a context manager. ``path`` must not exist yet; if writing fails, the partial bag is removed.
+    MCAP chunks get CRCs (rosbags writes none), so readers can detect damaged payloads.
     """
 
     def __init__(self, path: str | Path, storage: str = "mcap") -> None:
@@ -62,6 +64,8 @@ class BagWriter:
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if exc_type is None:
             self._writer.close()
+            for storage_file in self.path.glob("*.mcap"):
+                write_chunk_checksums(storage_file)
             return
         self._writer.abort()
         shutil.rmtree(self.path, ignore_errors=True)

@@ -6,7 +6,6 @@ import argparse
 import json
 import re
 import shlex
-from pathlib import Path
 
 from openset_perception.cli.main import add_engine_arguments
 
@@ -113,6 +112,7 @@ def command_line(args: argparse.Namespace, backbones: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from openset_perception.atomic import atomic_write_text
     from openset_perception.benchmark import (
         BenchmarkConfig,
         append_markdown,
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         print(summary_line(result))
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     if args.append_markdown:
         append_markdown(args.append_markdown, results, command_line(args, backbones))
     return 0

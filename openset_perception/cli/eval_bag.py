@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openset_perception.cli.evaluate import add_label_map_argument, read_label_map
 from openset_perception.cli.main import add_engine_arguments
+
+# Exit status when the bag was damaged: the report covers what could be read (2 is a usage error).
+EXIT_DAMAGED_BAG = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUT/report.md and plots: anomaly AP / AUROC / FPR95 (overall and per distance where depth "
         "exists), mIoU / open-mIoU where labels allow, latency per stage including the evaluation's "
         "own overhead, and the frames skipped and why. Frames without ground truth count for latency "
-        "only. A damaged bag is evaluated up to the damage.",
+        "only. A damaged bag is evaluated up to the damage, its report written, and the exit status is 3 "
+        "(0: an intact bag, 2: unusable input).",
     )
     parser.add_argument("bag", help="bag folder (with metadata.yaml) or a single .mcap / .db3 file")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
@@ -55,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exact anomaly metrics from every labelled pixel (memory grows with the bag); "
         "default: constant-memory score histograms",
     )
+    add_label_map_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.slop <= 10:
         raise UserError(f"--slop must be in [0, 10] seconds, got {args.slop}")
     read_model_card(args.checkpoint)  # a missing or broken checkpoint fails before anything is read
+    label_map = read_label_map(args)
     bag = Path(args.bag)
     if not bag.exists():
         raise FileNotFoundError(f"bag not found: {bag}")
@@ -97,13 +104,15 @@ def run(args: argparse.Namespace) -> int:
             write_outputs=outputs_bag,
             progress=not args.no_progress,
             title=f"Bag evaluation: {Path(args.checkpoint).name} on {bag.name} ({segmenter.score_method})",
+            label_map=label_map,
         )
     except ValueError as error:
         raise UserError(str(error)) from error
     print(summary_line(metrics, out_dir))
+    if outputs_bag is not None:
+        print(f"node outputs: {outputs_bag}")
     problems = metrics["bag"]["problems"]
     if problems:
         print(f"the bag is damaged, evaluated up to the damage: {problems[-1]}")
-    if outputs_bag is not None:
-        print(f"node outputs: {outputs_bag}")
+        return EXIT_DAMAGED_BAG
     return 0

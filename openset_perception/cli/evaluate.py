@@ -11,6 +11,7 @@ from openset_perception.cli.main import add_engine_arguments
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
     from openset_perception.engine import Segmenter
+    from openset_perception.evaluation.label_map import LabelMap
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,6 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
     from openset_perception.checkpoint import read_model_card
     from openset_perception.cli.main import UserError
     from openset_perception.engine import Segmenter
-    from openset_perception.evaluation.evaluate import check_dataset_classes
 
     for name, value in (("--batch-size", args.batch_size), ("--max-frames", args.max_frames)):
         if value is not None and value < 1:
@@ -64,7 +64,6 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
     try:
         if args.score_method:
             segmenter.score_method = args.score_method
-        check_dataset_classes(segmenter, dataset)
     except ValueError as error:
         raise UserError(str(error)) from error
     return segmenter, dataset
@@ -93,13 +92,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exact anomaly metrics from every labelled pixel (memory grows with the dataset, about "
         "5 bytes per pixel); default: constant-memory score histograms, typically within 0.1 points",
     )
+    add_label_map_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def add_label_map_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--label-map",
+        metavar="FILE",
+        help="YAML mapping the data's semantic ids to the model's class ids (K = unknown, 255 = ignore; "
+        "ids not listed are ignored); without it, frames whose labels are not the model's keep only "
+        "their anomaly metrics",
+    )
+
+
+def read_label_map(args: argparse.Namespace) -> LabelMap | None:
+    """The validated ``--label-map`` for the checkpoint's classes, before anything is run or written."""
+    from openset_perception.checkpoint import read_model_card
+    from openset_perception.evaluation.label_map import load_label_map
+
+    if not args.label_map:
+        return None
+    return load_label_map(args.label_map, read_model_card(args.checkpoint).num_classes)
 
 
 def run(args: argparse.Namespace) -> int:
     from openset_perception.evaluation.evaluate import evaluate_dataset, summary_line
 
+    label_map = read_label_map(args)
     segmenter, dataset = open_inputs(args)
     split = [args.split] if args.split else []
     default_out = Path("eval") / "_".join([Path(args.checkpoint).stem, args.dataset, *split])
@@ -115,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         mode="exact" if args.exact else "binned",
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
+        label_map=label_map,
     )
     print(summary_line(metrics, out_dir))
     return 0

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from openset_perception.atomic import atomic_write_png
     from openset_perception.cli.main import UserError
     from openset_perception.training.flow_negatives import load_flow
     from openset_perception.visualize import contact_sheet
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     sheet = contact_sheet(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    atomic_write_png(out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.n} negatives ({', '.join(map(str, sizes))} px) to {out}")
     return 0

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
+from openset_perception.atomic import atomic_write_png, atomic_write_text
 from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import DatasetInfo, Sample, validate_sample
 
@@ -152,11 +153,6 @@ class FolderDataset:
         return sample
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"cannot write {path}")
-
-
 def write_folder_dataset(samples: Iterable[Sample], root: str | Path, info: DatasetInfo) -> Path:
     """Write samples (streamed, any iterable) and info in the folder layout; returns the root.
 
@@ -171,8 +167,7 @@ def write_folder_dataset(samples: Iterable[Sample], root: str | Path, info: Data
     }
     if info.camera is not None:
         header["camera"] = dict(info.camera)
-    with (root / INFO_FILE).open("w") as stream:
-        yaml.safe_dump(header, stream, sort_keys=False)
+    atomic_write_text(root / INFO_FILE, yaml.safe_dump(header, sort_keys=False))
 
     present: tuple[str, ...] | None = None
     seen_names: set[str] = set()
@@ -191,11 +186,11 @@ def write_folder_dataset(samples: Iterable[Sample], root: str | Path, info: Data
                 (root / field).mkdir(exist_ok=True)
         elif fields != present:
             raise ValueError(f"sample {name!r} has fields {fields}, earlier samples had {present}")
-        _write_png(root / "images" / f"{name}.png", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+        atomic_write_png(root / "images" / f"{name}.png", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
         if sample.semantic is not None:
-            _write_png(root / "semantic" / f"{name}.png", sample.semantic)
+            atomic_write_png(root / "semantic" / f"{name}.png", sample.semantic)
         if sample.anomaly is not None:
-            _write_png(root / "anomaly" / f"{name}.png", sample.anomaly)
+            atomic_write_png(root / "anomaly" / f"{name}.png", sample.anomaly)
         if sample.depth is not None:
-            _write_png(root / "depth" / f"{name}.png", depth_to_millimetres(sample.depth))
+            atomic_write_png(root / "depth" / f"{name}.png", depth_to_millimetres(sample.depth))
     return root

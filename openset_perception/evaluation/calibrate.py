@@ -7,7 +7,6 @@ flagged, at least ``tpr`` of the calibration set's anomaly pixels become unknown
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -102,9 +101,8 @@ def write_calibrated_checkpoint(
     ``score_method`` records the score the threshold belongs to when it differs from the card's.
     """
     model, card = load_checkpoint(src, device="cpu")
-    # replace() re-runs the card's validation (e.g. of the score method).
-    card = dataclasses.replace(
-        card,
+    # updated() re-runs the card's validation (e.g. of the score method).
+    card = card.updated(
         threshold=float(threshold),
         threshold_tpr=float(tpr),
         metrics={**card.metrics, "calibration": jsonable(metrics)},

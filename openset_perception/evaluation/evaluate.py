@@ -18,9 +18,11 @@ from typing import cast
 import numpy as np
 from tqdm import tqdm
 
+from openset_perception.atomic import atomic_save_npy
 from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
+from openset_perception.evaluation.label_map import LabelMap, SemanticGroundTruth
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.metrics import AccumulatorMode
 
@@ -28,24 +30,6 @@ LOGGER = logging.getLogger(__name__)
 SCORES_DIR = "scores"
 
 FrameCallback = Callable[[str, np.ndarray], None]
-
-
-def check_dataset_classes(segmenter: Segmenter, dataset: Dataset) -> None:
-    """Semantic labels only mean something when the dataset and the model share the class list."""
-    info = dataset.info
-    if not info.has_semantic:
-        return
-    if info.num_classes != segmenter.num_classes:
-        raise ValueError(
-            f"the dataset has {info.num_classes} classes ({', '.join(info.class_names)}), the model "
-            f"{segmenter.num_classes} ({', '.join(segmenter.card.class_names)}): semantic labels do not match"
-        )
-    if list(info.class_names) != list(segmenter.card.class_names):
-        LOGGER.warning(
-            "dataset classes %s differ in name from the model's %s; comparing train ids as they are",
-            info.class_names,
-            segmenter.card.class_names,
-        )
 
 
 def run_frames(
@@ -57,15 +41,21 @@ def run_frames(
     outputs: Sequence[str] = OUTPUTS,
     progress: bool = True,
     on_frame: FrameCallback | None = None,
+    semantic: SemanticGroundTruth | None = None,
 ) -> None:
-    """Segment the dataset into ``accumulator``; ``on_frame(name, score)`` sees every accumulated frame."""
+    """Segment the dataset into ``accumulator``; ``on_frame(name, score)`` sees every accumulated frame.
+
+    ``semantic`` turns the dataset's semantic labels into the model's (default: as they are, where
+    they fit the model's classes).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0, got {max_frames}")
     if "anomaly_score" not in outputs:
         raise ValueError("evaluation needs the engine's anomaly_score output")
-    check_dataset_classes(segmenter, dataset)
+    if semantic is None:
+        semantic = semantic_ground_truth(segmenter, dataset)
     total = len(dataset) if max_frames is None else min(len(dataset), max_frames)
     pending: list[tuple[str, Sample]] = []
     with tqdm(total=total, unit="frame", desc="evaluating", disable=not progress) as bar:
@@ -75,12 +65,12 @@ def run_frames(
                 bar.update(1)
                 continue
             if pending and (len(pending) == batch_size or pending[0][1].image.shape != named[1].image.shape):
-                _segment_batch(segmenter, pending, accumulator, outputs, on_frame)
+                _segment_batch(segmenter, pending, accumulator, outputs, on_frame, semantic)
                 bar.update(len(pending))
                 pending = []
             pending.append(named)
         if pending:
-            _segment_batch(segmenter, pending, accumulator, outputs, on_frame)
+            _segment_batch(segmenter, pending, accumulator, outputs, on_frame, semantic)
             bar.update(len(pending))
 
 
@@ -108,6 +98,7 @@ def _segment_batch(
     accumulator: EvaluationAccumulator,
     outputs: Sequence[str],
     on_frame: FrameCallback | None,
+    semantic: SemanticGroundTruth,
 ) -> None:
     samples = [sample for _, sample in batch]
     depth = [s.depth for s in samples] if any(s.depth is not None for s in samples) else None
@@ -122,7 +113,7 @@ def _segment_batch(
                 None if result.semantic is None else result.semantic[i],
                 None if result.open_set is None else result.open_set[i],
                 gt_anomaly=sample.anomaly,
-                gt_semantic=sample.semantic,
+                gt_semantic=semantic(sample.semantic, name),
                 depth=sample.depth,
             )
         except ValueError as error:
@@ -152,7 +143,7 @@ class _ScoreWriter:
             suffix += 1
             unique = f"{stem}_{suffix}"
         self._used.add(unique)
-        np.save(self.folder / f"{unique}.npy", np.asarray(score, dtype=np.float32))
+        atomic_save_npy(self.folder / f"{unique}.npy", np.asarray(score, dtype=np.float32))
 
 
 def evaluate_dataset(
@@ -165,16 +156,19 @@ def evaluate_dataset(
     mode: AccumulatorMode = "binned",
     progress: bool = True,
     title: str = "Evaluation report",
+    label_map: LabelMap | None = None,
 ) -> dict:
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
     ``save_scores`` writes each frame's float32 score map to ``out_dir/scores/<name>.npy``; ``mode``
-    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar.
+    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar;
+    ``label_map`` maps the dataset's semantic ids to the model's (:mod:`.label_map`).
     :func:`summary_line` turns the result into a one-line summary.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
     accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    semantic = semantic_ground_truth(segmenter, dataset, label_map)
     run_frames(
         segmenter,
         dataset,
@@ -183,11 +177,22 @@ def evaluate_dataset(
         max_frames=max_frames,
         progress=progress,
         on_frame=_ScoreWriter(out_dir / SCORES_DIR) if save_scores else None,
+        semantic=semantic,
     )
     metrics = accumulator.compute()
     add_run_settings(metrics, segmenter, started, batch_size=batch_size, max_frames=max_frames, mode=mode)
+    semantic.record(metrics)
     write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     return cast(dict, jsonable(metrics))
+
+
+def semantic_ground_truth(
+    segmenter: Segmenter, dataset: Dataset, label_map: LabelMap | None = None
+) -> SemanticGroundTruth:
+    """The dataset's semantic labels in the model's ids, judged by the classes the dataset declares."""
+    info = dataset.info
+    declared = info.class_names if info.has_semantic else None
+    return SemanticGroundTruth(segmenter.card.class_names, label_map, declared)
 
 
 def add_run_settings(metrics: dict, segmenter: Segmenter, started: float, **settings: object) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from openset_perception.depth import DepthBinStats
 from openset_perception.engine import Segmenter
-from openset_perception.image_codec import ImageDecodeError, decode_color, decode_depth
+from openset_perception.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_color, decode_depth
 from openset_perception.runtime.frame_buffer import CameraFrame
 
 MIN_IMAGE_SIDE = 32  # the backbones' smallest input
@@ -36,16 +36,21 @@ class FrameMaps:
     depth_stats: list[DepthBinStats] | None
 
 
-def decode_frame(frame: CameraFrame, with_depth: bool = True) -> DecodedFrame:
-    """Decode a frame's messages; raise ``ImageDecodeError`` for anything the engine cannot take."""
-    image = decode_color(frame.image_msg)
+def decode_frame(
+    frame: CameraFrame, with_depth: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedFrame:
+    """Decode a frame's messages; raise ``ImageDecodeError`` for anything the engine cannot take.
+
+    Images (and depth images) larger than ``max_pixels`` are refused before they are decoded.
+    """
+    image = decode_color(frame.image_msg, max_pixels)
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:
         raise ImageDecodeError(
             f"image {image.shape[1]}x{image.shape[0]} is smaller than {MIN_IMAGE_SIDE} pixels on a side"
         )
     depth = None
     if with_depth and frame.depth_msg is not None:
-        depth = decode_depth(frame.depth_msg)
+        depth = decode_depth(frame.depth_msg, max_pixels)
         if depth.shape != image.shape[:2]:
             raise ImageDecodeError(
                 f"depth size {depth.shape[1]}x{depth.shape[0]} does not match "

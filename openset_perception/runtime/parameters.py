@@ -18,6 +18,7 @@ from typing import Any
 
 from openset_perception.depth import DEFAULT_EDGES_M, DepthBins
 from openset_perception.engine import PRECISIONS
+from openset_perception.image_codec import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING
 from openset_perception.runtime.depth_report import DangerZone
 from openset_perception.runtime.outputs import OUTPUT_NAMES
 from openset_perception.scoring import SCORE_METHODS
@@ -120,6 +121,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         read_only=False,
         min_value=0.0,
         max_value=3600.0,
+    ),
+    ParameterSpec(
+        "max_input_pixels",
+        "int",
+        DEFAULT_MAX_PIXELS,
+        "Largest image (height x width, read from the header before decoding) a frame may have; "
+        "larger frames are skipped with a warning.",
+        read_only=False,
+        min_value=32 * 32,
+        max_value=MAX_PIXELS_CEILING,
     ),
     ParameterSpec(
         "batch_window",
@@ -233,6 +244,7 @@ class RuntimeSettings:
     """The parameters that may change while the node runs."""
 
     max_input_age_s: float
+    max_input_pixels: int
     batch_window_s: float
     threshold: float | None  # None: the model card's
     score_method: str | None  # None: the model card's
@@ -285,6 +297,7 @@ def runtime_settings(values: Mapping[str, Any]) -> RuntimeSettings:
     near, far = v["danger_range"]
     return RuntimeSettings(
         max_input_age_s=float(v["max_input_age"]),
+        max_input_pixels=int(v["max_input_pixels"]),
         batch_window_s=float(v["batch_window"]),
         threshold=None if math.isnan(v["threshold"]) else float(v["threshold"]),
         score_method=v["score_method"] or None,

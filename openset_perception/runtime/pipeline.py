@@ -14,7 +14,7 @@ import numpy as np
 
 from openset_perception.engine import Segmenter
 from openset_perception.image_codec import ImageDecodeError
-from openset_perception.runtime.camera_batch import DecodedFrame, decode_frame, segment_frames
+from openset_perception.runtime.camera_batch import DecodedFrame, FrameMaps, decode_frame, segment_frames
 from openset_perception.runtime.depth_report import depth_report_statuses
 from openset_perception.runtime.frame_buffer import CameraFrame
 from openset_perception.runtime.outputs import (
@@ -43,10 +43,26 @@ class Rejected:
     reason: str
 
 
+class CameraFailure(RuntimeError):
+    """An unexpected error confined to one camera's frame; the other cameras' frames went on."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    frame: CameraFrame
+    error: CameraFailure  # names the camera; the original exception is its __cause__
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
     results: list[CameraResult] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+
+    def fail(self, frame: CameraFrame, error: Exception) -> None:
+        failure = CameraFailure(f"camera '{frame.camera}': {type(error).__name__}: {error}")
+        failure.__cause__ = error
+        self.failed.append(Failed(frame, failure))
 
 
 class InferencePipeline:
@@ -70,7 +86,8 @@ class InferencePipeline:
         """Decode, segment in batches, render what each camera's subscribers want.
 
         Frames that cannot be decoded are returned as ``rejected``; cameras that want nothing are
-        skipped before decoding.
+        skipped before decoding. Any other error is confined to the camera whose frame raised it
+        (returned in ``failed``): the other cameras' frames are still segmented and rendered.
         """
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -82,22 +99,54 @@ class InferencePipeline:
             if not requested[frame.camera]:
                 continue
             try:
-                decoded.append(decode_frame(frame, with_depth=DEPTH_REPORT in requested[frame.camera]))
+                decoded.append(
+                    decode_frame(
+                        frame,
+                        with_depth=DEPTH_REPORT in requested[frame.camera],
+                        max_pixels=self._settings.max_input_pixels,
+                    )
+                )
             except ImageDecodeError as error:
                 outcome.rejected.append(Rejected(frame, str(error)))
+            except Exception as error:  # a message the codec did not foresee spoils only its own camera
+                outcome.fail(frame, error)
         if not decoded:
             return outcome
         union = set().union(*(requested[d.frame.camera] for d in decoded))
-        maps = segment_frames(self.segmenter, decoded, engine_outputs(union))
         style = self._render_style()
-        for item, frame_maps in zip(decoded, maps, strict=True):
+        for item, frame_maps in self._segment_each_camera(decoded, engine_outputs(union), outcome):
             camera = item.frame.camera
-            images = render_image_outputs(item.image, frame_maps, requested[camera], style)
-            statuses = None
-            if DEPTH_REPORT in requested[camera] and frame_maps.depth_stats is not None:
-                statuses = depth_report_statuses(camera, frame_maps.depth_stats, self._settings.danger)
+            try:
+                images = render_image_outputs(item.image, frame_maps, requested[camera], style)
+                statuses = None
+                if DEPTH_REPORT in requested[camera] and frame_maps.depth_stats is not None:
+                    statuses = depth_report_statuses(camera, frame_maps.depth_stats, self._settings.danger)
+            except Exception as error:
+                outcome.fail(item.frame, error)
+                continue
             outcome.results.append(CameraResult(item.frame, images, statuses))
         return outcome
+
+    def _segment_each_camera(
+        self, decoded: list[DecodedFrame], outputs: Sequence[str], outcome: BatchOutcome
+    ) -> list[tuple[DecodedFrame, FrameMaps]]:
+        """All frames in as few engine calls as possible; if that fails, one frame at a time, so the
+        error stays with the frame that caused it."""
+        try:
+            return list(zip(decoded, segment_frames(self.segmenter, decoded, outputs), strict=True))
+        except Exception as error:
+            if len(decoded) == 1:
+                outcome.fail(decoded[0].frame, error)
+                return []
+        segmented = []
+        for item in decoded:
+            try:
+                (frame_maps,) = segment_frames(self.segmenter, [item], outputs)
+            except Exception as error:
+                outcome.fail(item.frame, error)
+                continue
+            segmented.append((item, frame_maps))
+        return segmented
 
     def _apply(self, settings: RuntimeSettings) -> None:
         self.segmenter.threshold = self._card_threshold if settings.threshold is None else settings.threshold

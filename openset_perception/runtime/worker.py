@@ -74,6 +74,9 @@ class InferenceWorker:
         for rejected in outcome.rejected:
             self._health.record_bad_input()
             self._on_rejected(rejected)
+        for failed in outcome.failed:
+            self._health.record_failure()
+            self._on_failure(failed.error)
         for result in outcome.results:
             try:
                 self._publish(result)

@@ -25,8 +25,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from openset_perception.atomic import atomic_write
-from openset_perception.checkpoint import ModelCard, save_checkpoint
+from openset_perception.atomic import atomic_write, remove_stale_temp_files
+from openset_perception.checkpoint import CheckpointError, ModelCard, save_checkpoint
 from openset_perception.data.negatives import (
     ADE20kNegatives,
     FolderNegatives,
@@ -129,7 +129,6 @@ class Trainer:
             self.device = resolve_device(config.device)
         self.is_main = self.rank == 0
         self.run_dir = config.run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=True)
 
         self.train_set = open_training_dataset(config.data.train)
         val_spec = config.data.val
@@ -195,6 +194,11 @@ class Trainer:
         self.writer = None
         self.start_epoch = 0
         self.history: list[dict] = []
+        # Only now, with every input opened and the model built, does the run leave a trace on disk.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            for stale in remove_stale_temp_files(self.run_dir):
+                LOGGER.info("removed %s, left by a write that was killed", stale)
 
     def _trainable_groups(self) -> list[dict]:
         opt = self.config.optimizer
@@ -254,16 +258,27 @@ class Trainer:
         if not path.is_file():
             LOGGER.info("no %s in %s: starting from scratch", STATE_FILE, self.run_dir)
             return
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.history = json.loads(state["history"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.flow is not None:
-            self.flow.load_state_dict(state["flow"])
-        self.start_epoch = int(state["epoch"]) + 1
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.history = json.loads(state["history"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if self.flow is not None:
+                self.flow.load_state_dict(state["flow"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except Exception as error:  # torch.load, pickle and zip raise many types for a damaged file
+            problem = (
+                f"missing entry {error}"
+                if isinstance(error, KeyError)
+                else f"{type(error).__name__}: {error}"
+            )
+            raise CheckpointError(
+                f"{path}: not a usable training state of this run ({problem}); "
+                "remove it to start over, or train without --resume"
+            ) from None
         LOGGER.info("resumed from %s after epoch %d", path, self.start_epoch)
 
     # --- loop ------------------------------------------------------------------------------------
@@ -279,6 +294,8 @@ class Trainer:
             self.flow.prepare(self.train_set, self.device, self.run_dir, resume=self.start_epoch > 0)
         for epoch in range(self.start_epoch, self.config.epochs):
             losses = self._train_epoch(epoch, on_step)
+            if self.world_size > 1:
+                self._share_rank0_buffers()
             self.scheduler.step()
             metrics = self._validate(epoch) if self.is_main else {}
             self.history.append({"epoch": epoch, "loss": losses, "val": _summary(metrics)})
@@ -294,6 +311,13 @@ class Trainer:
         if self.is_main:
             _print_summary(self.config, self.history, final, seconds)
         return TrainResult(final, len(self.history), last, seconds)
+
+    def _share_rank0_buffers(self) -> None:
+        """DDP hands rank 0's BatchNorm statistics to every rank before each forward pass, so after
+        an epoch's last step each rank holds statistics of its own batches; give all ranks rank 0's,
+        the ones its checkpoint holds, so that every rank carries on from the saved state."""
+        for buffer in self.model.buffers():
+            dist.broadcast(buffer, src=0)
 
     def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch = self.config.data.batch_size
@@ -430,7 +454,7 @@ class Trainer:
 
 def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
     """Start from a checkpoint's weights; probe heads absent from it start fresh."""
-    from openset_perception.checkpoint import CheckpointError, load_weights, read_model_card
+    from openset_perception.checkpoint import load_weights, read_model_card
 
     read_model_card(path)  # validates the file and names the problem if it is not a checkpoint
     state = load_file(str(path), device="cpu")
