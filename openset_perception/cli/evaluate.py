@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openset_perception.cli.main import add_engine_arguments
+from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
 
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
@@ -87,12 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write every frame's float32 anomaly score map to OUT/scores/<frame>.npy",
     )
-    parser.add_argument(
-        "--exact",
-        action="store_true",
-        help="exact anomaly metrics from every labelled pixel (memory grows with the dataset, about "
-        "5 bytes per pixel); default: constant-memory score histograms, typically within 0.1 points",
-    )
+    add_metric_arguments(parser, "the dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -112,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_frames=args.max_frames,
         save_scores=args.save_scores,
-        mode="exact" if args.exact else "binned",
+        mode=accumulator_mode(args),
+        protocol=args.protocol,
+        two_fold=args.two_fold,
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
     )

@@ -22,7 +22,7 @@ from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import jsonable, write_report
-from openset_perception.metrics import AccumulatorMode
+from openset_perception.metrics import AccumulatorMode, Protocol
 
 LOGGER = logging.getLogger(__name__)
 SCORES_DIR = "scores"
@@ -165,16 +165,21 @@ def evaluate_dataset(
     mode: AccumulatorMode = "binned",
     progress: bool = True,
     title: str = "Evaluation report",
+    protocol: Protocol = "pooled",
+    two_fold: bool = False,
 ) -> dict:
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
     ``save_scores`` writes each frame's float32 score map to ``out_dir/scores/<name>.npy``; ``mode``
-    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar.
+    picks exact, binned (constant memory) or SMIYC-compatible anomaly metrics, ``protocol`` pooled or
+    per-image averages, ``two_fold`` adds the two-fold open-mIoU; ``progress`` shows a progress bar.
     :func:`summary_line` turns the result into a one-line summary.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    accumulator = EvaluationAccumulator(
+        segmenter.num_classes, segmenter.card.class_names, mode=mode, protocol=protocol, two_fold=two_fold
+    )
     run_frames(
         segmenter,
         dataset,
@@ -185,7 +190,16 @@ def evaluate_dataset(
         on_frame=_ScoreWriter(out_dir / SCORES_DIR) if save_scores else None,
     )
     metrics = accumulator.compute()
-    add_run_settings(metrics, segmenter, started, batch_size=batch_size, max_frames=max_frames, mode=mode)
+    add_run_settings(
+        metrics,
+        segmenter,
+        started,
+        batch_size=batch_size,
+        max_frames=max_frames,
+        mode=mode,
+        protocol=protocol,
+        two_fold=two_fold,
+    )
     write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     return cast(dict, jsonable(metrics))
 
