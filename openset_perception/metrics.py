@@ -232,6 +232,11 @@ class _ExactStore:
                 self._sorted[label] = merged
         return self._sorted[True], self._sorted[False]
 
+    def state_bytes(self) -> int:
+        return sum(
+            array.nbytes for label in (True, False) for array in (self._sorted[label], *self._pending[label])
+        )
+
     def counts(self) -> tuple[int, int]:
         return tuple(  # type: ignore[return-value]
             self._sorted[label].size + sum(chunk.size for chunk in self._pending[label])
@@ -375,6 +380,9 @@ class _RangeBinnedHistogram:
         self._widen_if_needed(other._total)
         self._counts = mine.astype(self._counts.dtype) + theirs.astype(self._counts.dtype)
 
+    def state_bytes(self) -> int:
+        return self._counts.nbytes
+
     def counts(self) -> tuple[int, int]:
         totals = self._counts.sum(axis=0, dtype=np.int64)
         return int(totals[1]), int(totals[0])
@@ -432,6 +440,9 @@ class _SmiycQuantileBins:
         self._thresholds += other._thresholds
         self._positives += other._positives
         self._negatives += other._negatives
+
+    def state_bytes(self) -> int:
+        return sum(array.nbytes for array in (*self._thresholds, *self._positives, *self._negatives))
 
     def counts(self) -> tuple[int, int]:
         return int(sum(c.sum() for c in self._positives)), int(sum(c.sum() for c in self._negatives))
@@ -582,6 +593,11 @@ class AnomalyMetricAccumulator:
             self._store.merge(other._store)  # type: ignore[arg-type]
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
+
+    @property
+    def state_bytes(self) -> int:
+        """Memory held for the metrics (the bins, or the stored scores)."""
+        return 0 if self._per_image is not None else self._store.state_bytes()
 
     def compute(self) -> dict:
         if self._per_image is not None:
