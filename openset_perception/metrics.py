@@ -297,7 +297,8 @@ class _RangeBinnedHistogram:
         """Smallest exponent whose bins put [low, high] into ``capacity`` bins; never finer than float64
         resolves at this magnitude, so bin indices stay below 2**53 and exact in float64."""
         magnitude = max(abs(low), abs(high))
-        exponent = math.frexp(magnitude)[1] - 52 if magnitude > 0 else -1074
+        # 2 ** -exponent must stay finite: at most 2 ** 1022.
+        exponent = max(math.frexp(magnitude)[1] - 52, -1022)
         if high > low:
             exponent = max(exponent, math.frexp((high - low) / capacity)[1] - 1)
         while self._bin(high, exponent) - self._bin(low, exponent) + 1 > capacity:
@@ -313,17 +314,26 @@ class _RangeBinnedHistogram:
         """These counts in the bins of ``exponent`` (>= the current one) starting at bin ``first``."""
         assert self._exponent is not None
         occupied = np.flatnonzero(self._counts.any(axis=1))
-        rows = ((occupied + self._first) >> (exponent - self._exponent)) - first
         counts = np.zeros_like(self._counts)
-        np.add.at(counts, rows, self._counts[occupied])
+        if occupied.size:
+            # Rows ascend with the old bins, so each new bin sums one run of them.
+            rows = ((occupied + self._first) >> (exponent - self._exponent)) - first
+            starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 1))
+            counts[rows[starts]] = np.add.reduceat(self._counts[occupied], starts, axis=0)
         return counts
 
     def _cover(self, low: float, high: float) -> None:
         """Make the window hold [low, high] besides everything counted so far."""
+        # While every pixel so far has one score, the bins may start afresh from the new range.
+        single_value = self._low if self._exponent is not None and self._low == self._high else None
         self._low, self._high = min(self._low, low), max(self._high, high)
-        if self._exponent is None:
+        if self._exponent is None or single_value is not None:
+            held = self._counts.sum(axis=0, dtype=np.int64)
             self._exponent = self._exponent_for(self._low, self._high, self.n_bins // 2)
             self._first = self._window_for(self._exponent)
+            if single_value is not None:
+                self._counts[:] = 0
+                self._counts[self._bin(single_value, self._exponent) - self._first] = held
             return
         if self._first <= self._bin(low, self._exponent) and self._bin(high, self._exponent) < (
             self._first + self.n_bins
