@@ -226,8 +226,11 @@ class _ExactStore:
         )
         for label in (True, False):
             if self._pending[label] or self._sorted[label].dtype != dtype:
-                merged = _concatenate_releasing([self._sorted[label], *self._pending[label]], dtype)
+                # Hand the only references over, so each chunk is freed as soon as it is copied.
+                chunks = [self._sorted[label], *self._pending[label]]
                 self._pending[label] = []
+                self._sorted[label] = np.empty(0, dtype)
+                merged = _concatenate_releasing(chunks, dtype)
                 merged.sort()
                 self._sorted[label] = merged
         return self._sorted[True], self._sorted[False]
@@ -244,23 +247,54 @@ class _ExactStore:
         )
 
     def blocks(self) -> Iterator[_OperatingPoints]:
-        positives, negatives = self._sorted_scores()
-        n_pos, n_neg = positives.size, negatives.size
-        # Pixels at index >= top_* are above the current block; the block takes the values >= cut.
-        top_pos, top_neg = n_pos, n_neg
-        while top_pos or top_neg:
-            cut = max(
-                positives[top_pos - self.BLOCK] if top_pos > self.BLOCK else -np.inf,
-                negatives[top_neg - self.BLOCK] if top_neg > self.BLOCK else -np.inf,
-            )
-            low_pos = int(np.searchsorted(positives[:top_pos], cut, side="left"))
-            low_neg = int(np.searchsorted(negatives[:top_neg], cut, side="left"))
-            block_pos, block_neg = positives[low_pos:top_pos], negatives[low_neg:top_neg]
-            values = np.union1d(_sorted_unique(block_pos), _sorted_unique(block_neg))[::-1]
-            true_positives = n_pos - low_pos - np.searchsorted(block_pos, values, side="left")
-            false_positives = n_neg - low_neg - np.searchsorted(block_neg, values, side="left")
-            yield _OperatingPoints(values, true_positives.astype(np.int64), false_positives.astype(np.int64))
-            top_pos, top_neg = low_pos, low_neg
+        return _exact_blocks([self._sorted_scores()], self.BLOCK)
+
+
+class _CombinedExact:
+    """Several exact stores read as one, without copying their scores (pooled metrics over the depth
+    ranges' stores)."""
+
+    def __init__(self, stores: Sequence[_ExactStore]) -> None:
+        self.stores = list(stores)
+
+    def state_bytes(self) -> int:
+        return sum(store.state_bytes() for store in self.stores)
+
+    def counts(self) -> tuple[int, int]:
+        totals = [store.counts() for store in self.stores]
+        return sum(pos for pos, _ in totals), sum(neg for _, neg in totals)
+
+    def blocks(self) -> Iterator[_OperatingPoints]:
+        return _exact_blocks([store._sorted_scores() for store in self.stores], _ExactStore.BLOCK)
+
+
+def _exact_blocks(parts: Sequence[tuple[np.ndarray, np.ndarray]], block: int) -> Iterator[_OperatingPoints]:
+    """Operating points of ascending (anomaly, inlier) score arrays, top down, about ``block`` at a time.
+
+    Each block takes the scores >= a cut value, so equal scores never straddle two blocks.
+    """
+    positives = [part[0] for part in parts]
+    negatives = [part[1] for part in parts]
+    arrays = positives + negatives
+    step = max(1, block // len(arrays))
+    n_pos, n_neg = sum(a.size for a in positives), sum(a.size for a in negatives)
+    tops = [a.size for a in arrays]  # scores at index >= top are above the current block
+    flagged_pos = flagged_neg = 0  # pixels above the current block
+    while any(tops):
+        cut = max(a[top - step] if top > step else -np.inf for a, top in zip(arrays, tops, strict=True))
+        lows = [int(np.searchsorted(a[:top], cut, side="left")) for a, top in zip(arrays, tops, strict=True)]
+        slabs = [a[low:top] for a, low, top in zip(arrays, lows, tops, strict=True)]
+        values = np.unique(np.concatenate([_sorted_unique(slab) for slab in slabs]))[::-1]
+        counts = [slab.size - np.searchsorted(slab, values, side="left") for slab in slabs]
+        true_positives = flagged_pos + sum(counts[: len(positives)])
+        false_positives = flagged_neg + sum(counts[len(positives) :])
+        yield _OperatingPoints(
+            values, np.asarray(true_positives, np.int64), np.asarray(false_positives, np.int64)
+        )
+        flagged_pos += sum(slab.size for slab in slabs[: len(positives)])
+        flagged_neg += sum(slab.size for slab in slabs[len(positives) :])
+        tops = lows
+    assert (flagged_pos, flagged_neg) == (n_pos, n_neg)
 
 
 class _RangeBinnedHistogram:
@@ -478,7 +512,7 @@ def _take(points: _OperatingPoints, index: np.ndarray) -> _OperatingPoints:
     return _OperatingPoints(*(array[index] for array in points))
 
 
-_Store = _ExactStore | _RangeBinnedHistogram | _SmiycQuantileBins
+_Store = _ExactStore | _CombinedExact | _RangeBinnedHistogram | _SmiycQuantileBins
 
 
 def _new_store(mode: AccumulatorMode, bits: int) -> _Store:
@@ -603,6 +637,20 @@ class AnomalyMetricAccumulator:
             self._store.merge(other._store)  # type: ignore[arg-type]
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
+
+    def combined(self, others: Sequence[AnomalyMetricAccumulator]) -> AnomalyMetricAccumulator:
+        """A read-only accumulator over this one's pixels and ``others``'; in exact pooled mode it shares
+        their stored scores instead of copying them. Update the originals, not the result."""
+        combined = AnomalyMetricAccumulator(self.mode, ignore_index=self.ignore_index, protocol=self.protocol)
+        every = [self, *others]
+        if self.mode == "exact" and self._per_image is None:
+            combined._store = _CombinedExact([accumulator._store for accumulator in every])  # type: ignore[misc]
+            combined.n_pos = sum(accumulator.n_pos for accumulator in every)
+            combined.n_neg = sum(accumulator.n_neg for accumulator in every)
+        else:
+            for accumulator in every:
+                combined.merge(accumulator)
+        return combined
 
     @property
     def state_bytes(self) -> int:

@@ -306,3 +306,21 @@ def test_metrics_imports_without_torch():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"
+
+
+def test_exact_evaluation_stores_each_pixel_once_with_depth():
+    frames = frames_for("heavy_ties", n_frames=3, shape=(60, 80))
+    accumulator = EvaluationAccumulator(2, ["road", "car"], mode="exact")
+    for scores, labels, depth in frames:
+        accumulator.update(scores, None, None, gt_anomaly=labels, depth=depth)
+    all_scores = np.concatenate([frame[0].ravel() for frame in frames])
+    all_labels = np.concatenate([frame[1].ravel() for frame in frames])
+    expected = anomaly_metrics(all_scores, all_labels)
+    result = accumulator.compute()["anomaly"]
+    for key in (*SUMMARY_KEYS, "n_pos", "n_neg"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-12), key
+    labelled = expected["n_pos"] + expected["n_neg"]
+    # Pixels inside a depth range live in that range's store only: 4 bytes a labelled pixel in all.
+    assert accumulator.anomaly.state_bytes == 4 * labelled
+    curves = accumulator.curves(max_points=50)
+    assert curves is not None and curves.tpr[-1] == 1.0

@@ -128,10 +128,13 @@ class EvaluationAccumulator:
         self.class_names = list(class_names)
         self.mode = mode
         self.protocol = protocol
-        self.anomaly = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS, protocol=protocol)
         self.per_distance = DistanceBinnedAccumulator(
             tuple(depth_edges), mode=mode, bits=DISTANCE_BITS, protocol=protocol
         )
+        # Exact pooled metrics read the depth ranges' stored scores too, so each pixel is stored once:
+        # this accumulator then holds only the pixels outside every depth range.
+        self._shares_distance_pixels = mode == "exact" and protocol == "pooled"
+        self._pooled_rest = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS, protocol=protocol)
         self.two_fold = _TwoFold() if two_fold else None
         self.closed_confusion = ConfusionMatrixAccumulator(num_known)
         self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
@@ -192,11 +195,22 @@ class EvaluationAccumulator:
             self.two_fold.add(score, semantic_pred, open_target)
         if labels is not None:
             self.counts["with_anomaly_gt"] += 1
-            self.anomaly.update(score, labels)
+            outside_ranges = labels
+            if depth is not None:
+                self.per_distance.update(score, labels, depth)
+                if self._shares_distance_pixels:
+                    in_range = self.per_distance.bins.assign(depth) >= 0
+                    outside_ranges = np.where(in_range, np.asarray(IGNORE_INDEX, np.uint8), labels)
+            self._pooled_rest.update(score, outside_ranges)
         if depth is not None:
             self.counts["with_depth"] += 1
-            if labels is not None:
-                self.per_distance.update(score, labels, depth)
+
+    @property
+    def anomaly(self) -> AnomalyMetricAccumulator:
+        """The pooled anomaly metrics over every frame's labelled pixels."""
+        if self._shares_distance_pixels:
+            return self._pooled_rest.combined(self.per_distance.accumulators)
+        return self._pooled_rest
 
     def add_latency(self, timings_ms: Mapping[str, float]) -> None:
         """Record one inference call's stage timings; a ``total`` stage sums them."""
@@ -226,15 +240,17 @@ class EvaluationAccumulator:
 
     def curves(self, max_points: int = 1000) -> CurvePoints | None:
         """PR / ROC points for the plots; None without both anomaly and inlier pixels or per image."""
-        if not (self.anomaly.n_pos and self.anomaly.n_neg) or self.protocol != "pooled":
+        anomaly = self.anomaly
+        if not (anomaly.n_pos and anomaly.n_neg) or self.protocol != "pooled":
             return None
-        return self.anomaly.curves(max_points)
+        return anomaly.curves(max_points)
 
     def _anomaly(self) -> dict | None:
-        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+        anomaly = self.anomaly
+        if not (anomaly.n_pos and anomaly.n_neg):
             return None
         try:
-            return self.anomaly.compute()
+            return anomaly.compute()
         except ValueError:  # per image: no single image has both classes
             return None
 
