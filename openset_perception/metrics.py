@@ -181,70 +181,78 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
-def _concatenate_releasing(chunks: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """One array of ``chunks`` (emptied on the way), so each chunk's memory is freed once it is copied:
-    the pages of the result are only committed as they are written, the peak stays near one copy."""
-    result = np.empty(sum(chunk.size for chunk in chunks), dtype)
-    offset = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        result[offset : offset + chunk.size] = chunk
-        offset += chunk.size
-        del chunk
-    return result
+class _GrowingArray:
+    """A 1-D array that grows in place: the buffer is reallocated (a remap of its pages for large
+    arrays, no second copy), and one run of ``append``s never holds more than 1.25x its values."""
+
+    GROWTH = 1.25
+    MIN_CAPACITY = 1 << 14
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0, np.float32)
+        self.size = 0
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._buffer[: self.size]
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes
+
+    def append(self, values: np.ndarray) -> None:
+        dtype = np.result_type(self._buffer.dtype, values.dtype)
+        if dtype != self._buffer.dtype:
+            self._buffer = self._buffer.astype(dtype)  # float64 input: a one-time widening
+        needed = self.size + values.size
+        if needed > self._buffer.size:
+            capacity = max(needed, int(self._buffer.size * self.GROWTH), self.MIN_CAPACITY)
+            self._buffer.resize(capacity, refcheck=False)  # no views of the buffer outlive a call
+        self._buffer[self.size : needed] = values
+        self.size = needed
+
+    def widen(self, dtype: np.dtype) -> None:
+        if dtype != self._buffer.dtype:
+            self._buffer = self._buffer.astype(dtype)
 
 
 class _ExactStore:
     """Every non-ignored score, anomaly and inlier pixels apart so labels cost no memory: 4 bytes a
-    pixel for float32 scores (float64 input stays float64). Sorted once when metrics are asked for;
-    operating points are then read in blocks, so computing them needs little memory beyond the store."""
+    pixel for float32 scores (float64 input stays float64), 5 at most while growing. Sorted in place
+    once metrics are asked for; operating points are then read in blocks, so computing them needs
+    little memory beyond the store."""
 
     BLOCK = 1 << 20
 
     def __init__(self) -> None:
-        self._pending: dict[bool, list[np.ndarray]] = {True: [], False: []}
-        self._sorted: dict[bool, np.ndarray] = {True: np.empty(0, np.float32), False: np.empty(0, np.float32)}
+        self._scores = {True: _GrowingArray(), False: _GrowingArray()}
+        self._sorted_size = {True: 0, False: 0}
 
     def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
-        dtype = np.result_type(scores.dtype, np.float32)
-        self._pending[True].append(scores[positive].astype(dtype, copy=False))
-        self._pending[False].append(scores[~positive].astype(dtype, copy=False))
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
+        self._scores[True].append(scores[positive])
+        self._scores[False].append(scores[~positive])
 
     def merge(self, other: _ExactStore) -> None:
         for label in (True, False):
-            self._pending[label] += [other._sorted[label], *other._pending[label]]
+            self._scores[label].append(other._scores[label].values)
 
     def _sorted_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly scores, inlier scores), ascending, in one common dtype."""
-        dtype = np.result_type(
-            *(
-                array.dtype
-                for label in (True, False)
-                for array in (self._sorted[label], *self._pending[label])
-            )
-        )
-        for label in (True, False):
-            if self._pending[label] or self._sorted[label].dtype != dtype:
-                # Hand the only references over, so each chunk is freed as soon as it is copied.
-                chunks = [self._sorted[label], *self._pending[label]]
-                self._pending[label] = []
-                self._sorted[label] = np.empty(0, dtype)
-                merged = _concatenate_releasing(chunks, dtype)
-                merged.sort()
-                self._sorted[label] = merged
-        return self._sorted[True], self._sorted[False]
+        dtype = np.result_type(self._scores[True].values.dtype, self._scores[False].values.dtype)
+        for label, scores in self._scores.items():
+            scores.widen(dtype)
+            if self._sorted_size[label] != scores.size:
+                scores.values.sort()
+                self._sorted_size[label] = scores.size
+        return self._scores[True].values, self._scores[False].values
 
     def state_bytes(self) -> int:
-        return sum(
-            array.nbytes for label in (True, False) for array in (self._sorted[label], *self._pending[label])
-        )
+        return sum(scores.nbytes for scores in self._scores.values())
 
     def counts(self) -> tuple[int, int]:
-        return tuple(  # type: ignore[return-value]
-            self._sorted[label].size + sum(chunk.size for chunk in self._pending[label])
-            for label in (True, False)
-        )
+        return self._scores[True].size, self._scores[False].size
 
     def blocks(self) -> Iterator[_OperatingPoints]:
         return _exact_blocks([self._sorted_scores()], self.BLOCK)

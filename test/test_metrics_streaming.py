@@ -155,9 +155,10 @@ def test_binned_memory_is_constant_and_exact_needs_four_bytes_a_pixel():
         exact.update(scores, labels)
         sizes.append(binned.state_bytes)
     assert set(sizes) == {2 * 4 * 2**metrics.DEFAULT_BINNED_BITS}
-    assert exact.state_bytes == 4 * 20 * 50_000
-    exact.compute()  # sorted in place: still 4 bytes a pixel
-    assert exact.state_bytes == 4 * 20 * 50_000
+    stored = 4 * 20 * 50_000
+    assert stored <= exact.state_bytes <= 1.25 * stored
+    exact.compute()  # sorted in place: no second copy
+    assert stored <= exact.state_bytes <= 1.25 * stored
 
 
 def test_exact_blocks_equal_a_single_pass(monkeypatch):
@@ -308,7 +309,8 @@ def test_metrics_imports_without_torch():
     assert output.strip() == "False"
 
 
-def test_exact_evaluation_stores_each_pixel_once_with_depth():
+def test_exact_evaluation_stores_each_pixel_once_with_depth(monkeypatch):
+    monkeypatch.setattr(metrics._GrowingArray, "MIN_CAPACITY", 1)
     frames = frames_for("heavy_ties", n_frames=3, shape=(60, 80))
     accumulator = EvaluationAccumulator(2, ["road", "car"], mode="exact")
     for scores, labels, depth in frames:
@@ -320,7 +322,8 @@ def test_exact_evaluation_stores_each_pixel_once_with_depth():
     for key in (*SUMMARY_KEYS, "n_pos", "n_neg"):
         assert result[key] == pytest.approx(expected[key], abs=1e-12), key
     labelled = expected["n_pos"] + expected["n_neg"]
-    # Pixels inside a depth range live in that range's store only: 4 bytes a labelled pixel in all.
-    assert accumulator.anomaly.state_bytes == 4 * labelled
+    # Pixels inside a depth range live in that range's store only: 4 bytes a labelled pixel in all,
+    # plus the growth reserve.
+    assert 4 * labelled <= accumulator.anomaly.state_bytes <= 1.25 * 4 * labelled
     curves = accumulator.curves(max_points=50)
     assert curves is not None and curves.tpr[-1] == 1.0

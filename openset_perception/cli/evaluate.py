@@ -75,9 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a dataset (anomaly AP / FPR95, mIoU, open-mIoU, latency)",
         description="Run the inference engine over a dataset and write OUT/metrics.json, OUT/report.md "
-        "and PR / ROC / per-distance plots. Anomaly metrics (AP, AUROC, FPR at 95% TPR) pool all "
-        "labelled pixels of the dataset; mIoU needs semantic labels, open-mIoU labels that mark unknown "
-        "pixels (class K or an anomaly mask), per-distance metrics a depth map. Frames that cannot be "
+        "and PR / ROC / per-distance plots. Anomaly metrics (AP, AUROC, FPR at 95% TPR and other operating "
+        "points, best F1) pool all labelled pixels of the dataset (or average per image, --protocol); "
+        "mIoU needs semantic labels, open-mIoU labels that mark unknown pixels "
+        "(class K or an anomaly mask), per-distance metrics a depth map. Frames that cannot be "
         "read are skipped and listed in the report.",
     )
     add_input_arguments(parser)

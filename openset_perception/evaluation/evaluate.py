@@ -231,6 +231,7 @@ def summary_line(metrics: dict, out_dir: str | Path) -> str:
             ("FPR95", anomaly, "fpr95"),
             ("mIoU", segmentation, "miou"),
             ("open-mIoU", segmentation, "open_miou"),
+            ("two-fold open-mIoU", segmentation, "two_fold_open_miou"),
         )
         if source.get(key) is not None
     ]
