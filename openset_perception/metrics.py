@@ -311,11 +311,11 @@ class _RangeBinnedHistogram:
 
     Bin ``i`` holds the scores with ``floor(score * 2 ** -exponent) == i``: scaling by a power of two is
     exact, so ``score >= i * 2 ** exponent`` holds exactly for the scores of bins ``>= i`` and the bin's
-    lower edge reproduces its operating point. The first frame's range fills half the bins; when a
-    frame falls outside the window, the exponent grows by the fewest steps that fit everything and
-    each new bin is the exact union of old ones (a bin ``i`` goes to ``i >> steps``), so the observed
-    range always spans at least a quarter of the bins. Counts start as uint32 and widen to int64 before
-    they could overflow.
+    lower edge reproduces its operating point. The first frame's range fills up to half the bins;
+    when a frame falls outside the window, the exponent grows by the fewest steps that fit everything
+    and each new bin is the exact union of old ones (a bin ``i`` goes to ``i >> steps``), so the
+    observed range always spans more than an eighth of the bins (typically a quarter to all of them).
+    Counts start as uint32 and widen to int64 before they could overflow.
     """
 
     def __init__(self, bits: int) -> None:
