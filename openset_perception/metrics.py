@@ -398,13 +398,16 @@ class _RangeBinnedHistogram:
         low, high = float(scores.min()), float(scores.max())
         self._cover(low, high)
         assert self._exponent is not None
-        rows = scores.astype(np.float64)
-        rows *= math.ldexp(1.0, -self._exponent)
-        np.floor(rows, out=rows)
+        # Scaling by a power of two is exact in float32 too while the factor is a normal float32;
+        # float32 halves the memory traffic of the engine's scores.
+        narrow = scores.dtype.itemsize <= 4 and -126 <= -self._exponent <= 127
+        scaled = scores.astype(np.float32 if narrow else np.float64)
+        scaled *= scaled.dtype.type(math.ldexp(1.0, -self._exponent))
+        np.floor(scaled, out=scaled)
         lowest = self._bin(low, self._exponent)
-        rows -= float(lowest)  # both below 2**53: exact
         # One bincount over (bin, label) pairs, on the band of bins this frame touches.
-        pairs = rows.astype(np.int64)
+        pairs = scaled.astype(np.int64)  # integers below 2**53: exact
+        pairs -= lowest
         pairs <<= 1
         pairs += positive
         counts = np.bincount(pairs)
