@@ -3,49 +3,70 @@
 Anomaly conventions: labels 1 = anomaly (the positive class), 0 = inlier, ``ignore_index`` dropped;
 higher score = more anomalous; a pixel is flagged when ``score >= threshold``. All pixels that share a
 score form one operating point, so results never depend on pixel order. Rates are fractions in [0, 1]
-computed over all pixels pooled (not averaged per image), as in the SMIYC / Fishyscapes evaluation.
+computed over all pixels pooled (``protocol="pooled"``, as the SMIYC / Fishyscapes evaluation does) or
+per image and averaged (``protocol="per-image"``, as DenseHybrid reports StreetHazards).
 
 Segmentation conventions: confusion matrices are indexed ``[target, prediction]``; open-set maps use
 labels 0..K-1 for known classes and K for "unknown"; undefined per-class values (class absent from both
 prediction and target) are NaN and left out of the means.
+
+This module needs numpy only (no torch), so evaluation tools import it cheaply.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
 
-from openset_perception.depth import DepthBins
+from openset_perception.depth_bins import DepthBins
 
 IGNORE_INDEX = 255
 TARGET_TPR = 0.95
+# Operating points reported besides FPR95: FPR at these TPRs, TPR at these FPRs (fractions).
+FPR_AT_TPR = (0.80, 0.90, 0.95, 0.99)
+TPR_AT_FPR = (0.01, 0.05)
 DEFAULT_DISTANCE_EDGES_M = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0)
-AccumulatorMode = Literal["exact", "binned"]
+DEFAULT_BINNED_BITS = 20
+# SegmentMeIfYouCan's pixel metrics: per frame this many score-quantile bin edges, half from each class.
+SMIYC_BINS_PER_FRAME = 768
+AccumulatorMode = Literal["exact", "binned", "smiyc"]
+Protocol = Literal["pooled", "per-image"]
+ACCUMULATOR_MODES: tuple[AccumulatorMode, ...] = ("exact", "binned", "smiyc")
+PROTOCOLS: tuple[Protocol, ...] = ("pooled", "per-image")
+
+
+def _percent_key(prefix: str, fraction: float) -> str:
+    return f"{prefix}{round(100 * fraction):d}"
+
+
+SUMMARY_KEYS = (
+    "ap",
+    "auroc",
+    "fpr95",
+    "threshold_at_tpr95",
+    *(_percent_key("fpr_at_tpr", tpr) for tpr in FPR_AT_TPR),
+    *(_percent_key("tpr_at_fpr", fpr) for fpr in TPR_AT_FPR),
+    "best_f1",
+    "best_f1_threshold",
+)
+"""Every value :func:`anomaly_metrics` reports besides the pixel counts ``n_pos`` and ``n_neg``."""
 
 
 # ---------------------------------------------------------------------------------------------------
-# Anomaly detection: AP, AUROC, FPR at 95% TPR
+# Anomaly detection: AP, AUROC, FPR at 95% TPR and the other operating points
 # ---------------------------------------------------------------------------------------------------
 
 
 class _OperatingPoints(NamedTuple):
-    """Detector operating points by descending threshold, with cumulative counts of flagged pixels."""
+    """Operating points by descending threshold with cumulative counts of flagged pixels (from the top)."""
 
     thresholds: np.ndarray
     true_positives: np.ndarray
     false_positives: np.ndarray
-
-    @property
-    def n_pos(self) -> int:
-        return int(self.true_positives[-1]) if self.true_positives.size else 0
-
-    @property
-    def n_neg(self) -> int:
-        return int(self.false_positives[-1]) if self.false_positives.size else 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,20 @@ class CurvePoints:
     @property
     def recall(self) -> np.ndarray:
         return self.tpr
+
+
+def best_f1(
+    thresholds: np.ndarray, true_positives: np.ndarray, false_positives: np.ndarray, n_pos: int
+) -> tuple[float, float]:
+    """(highest pixel F1, its threshold) over operating points given by cumulative counts.
+
+    F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (TP + FP + n_pos); of equal F1 values the first point (the
+    highest threshold) wins, as ``argmax`` picks in the SegmentMeIfYouCan code.
+    """
+    true_positives = np.asarray(true_positives, dtype=np.float64)
+    f1 = 2.0 * true_positives / (true_positives + np.asarray(false_positives, dtype=np.float64) + n_pos)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(thresholds[best])
 
 
 def _valid_pixels(scores: np.ndarray, labels: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,159 +115,512 @@ def _valid_pixels(scores: np.ndarray, labels: np.ndarray, ignore_index: int) -> 
     return kept_scores, kept_labels.astype(bool)
 
 
-def _exact_operating_points(scores: np.ndarray, positive: np.ndarray) -> _OperatingPoints:
-    if scores.size == 0:
-        no_counts = np.zeros(0, np.int64)
-        return _OperatingPoints(scores, no_counts, no_counts)
-    descending = np.argsort(scores)[::-1]
-    sorted_scores = scores[descending]
-    # The last pixel of each run of equal scores closes one operating point.
-    group_ends = np.append(np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), sorted_scores.size - 1)
-    true_positives = np.cumsum(positive[descending], dtype=np.int64)[group_ends]
-    false_positives = group_ends.astype(np.int64) + 1 - true_positives
-    return _OperatingPoints(sorted_scores[group_ends], true_positives, false_positives)
-
-
-def _rates(points: _OperatingPoints) -> tuple[np.ndarray, np.ndarray]:
-    """(TPR, FPR) per operating point; raises when either class is missing."""
-    n_pos, n_neg = points.n_pos, points.n_neg
+def _check_both_classes(n_pos: int, n_neg: int) -> None:
     if n_pos == 0:
         raise ValueError(f"anomaly metrics need anomaly pixels (label 1): got 0 anomaly, {n_neg} inlier")
     if n_neg == 0:
         raise ValueError(f"anomaly metrics need inlier pixels (label 0): got {n_pos} anomaly, 0 inlier")
-    return points.true_positives / n_pos, points.false_positives / n_neg
 
 
-def _summarise(points: _OperatingPoints) -> dict:
-    tpr, fpr = _rates(points)
-    precision = points.true_positives / (points.true_positives + points.false_positives)
-    previous_tpr = np.concatenate(([0.0], tpr[:-1]))
-    previous_fpr = np.concatenate(([0.0], fpr[:-1]))
-    average_precision = np.sum((tpr - previous_tpr) * precision)
-    auroc = np.sum((fpr - previous_fpr) * (tpr + previous_tpr)) / 2.0
-    # tpr ends at 1, so some point always reaches the target.
-    at_target = int(np.argmax(tpr >= TARGET_TPR))
-    return {
-        "ap": float(average_precision),
-        "auroc": float(auroc),
-        "fpr95": float(fpr[at_target]),
-        "threshold_at_tpr95": float(points.thresholds[at_target]),
-        "n_pos": points.n_pos,
-        "n_neg": points.n_neg,
-    }
+class _CurveScan:
+    """Every summary of a curve, accumulated over blocks of operating points by descending threshold.
 
-
-def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, ignore_index: int = IGNORE_INDEX) -> dict:
-    """AP, AUROC, FPR95 and the TPR-95 threshold over all non-ignored pixels.
-
-    Returns ``{"ap", "auroc", "fpr95", "threshold_at_tpr95", "n_pos", "n_neg"}``. AP uses step
-    interpolation (sum of (R_n - R_{n-1}) P_n), AUROC the trapezoid rule, FPR95 the first operating point
-    (by descending threshold) with TPR >= 0.95. Raises ValueError without anomaly or inlier pixels.
+    AP is the step sum of (R_n - R_{n-1}) P_n, AUROC the trapezoid rule from (0, 0), FPR at a TPR the
+    first point (by descending threshold) whose TPR reaches it, TPR at an FPR the last point whose FPR
+    stays within it (TPR 0 above every score when none does).
     """
-    kept_scores, positive = _valid_pixels(scores, labels, ignore_index)
-    return _summarise(_exact_operating_points(kept_scores, positive))
+
+    def __init__(self, n_pos: int, n_neg: int, tpr_targets: Sequence[float]) -> None:
+        _check_both_classes(n_pos, n_neg)
+        self.n_pos, self.n_neg = n_pos, n_neg
+        self.tpr_targets = tuple(tpr_targets)
+        self.at_tpr: dict[float, tuple[float, float, float]] = {}  # target -> (threshold, TPR, FPR)
+        self.at_fpr = {target: (0.0, math.inf) for target in TPR_AT_FPR}  # target -> (TPR, threshold)
+        self.ap = 0.0
+        self.auroc = 0.0
+        self.best_f1 = (-1.0, math.nan)
+        self._last_tpr = 0.0
+        self._last_fpr = 0.0
+
+    def add(self, points: _OperatingPoints) -> None:
+        if points.thresholds.size == 0:
+            return
+        tpr = points.true_positives / self.n_pos
+        fpr = points.false_positives / self.n_neg
+        precision = points.true_positives / (points.true_positives + points.false_positives)
+        previous_tpr = np.concatenate(([self._last_tpr], tpr[:-1]))
+        previous_fpr = np.concatenate(([self._last_fpr], fpr[:-1]))
+        self.ap += float(np.sum((tpr - previous_tpr) * precision))
+        self.auroc += float(np.sum((fpr - previous_fpr) * (tpr + previous_tpr))) / 2.0
+        for target in self.tpr_targets:
+            index = int(np.searchsorted(tpr, target, side="left"))
+            if target not in self.at_tpr and index < tpr.size:
+                self.at_tpr[target] = (float(points.thresholds[index]), float(tpr[index]), float(fpr[index]))
+        for target in TPR_AT_FPR:
+            within = int(np.searchsorted(fpr, target, side="right"))
+            if within:
+                self.at_fpr[target] = (float(tpr[within - 1]), float(points.thresholds[within - 1]))
+        block_best = best_f1(points.thresholds, points.true_positives, points.false_positives, self.n_pos)
+        if block_best[0] > self.best_f1[0]:
+            self.best_f1 = block_best
+        self._last_tpr, self._last_fpr = float(tpr[-1]), float(fpr[-1])
+
+    def summary(self) -> dict:
+        threshold_95, _, fpr_95 = self.at_tpr[TARGET_TPR]
+        result = {"ap": self.ap, "auroc": self.auroc, "fpr95": fpr_95, "threshold_at_tpr95": threshold_95}
+        result.update({_percent_key("fpr_at_tpr", tpr): self.at_tpr[tpr][2] for tpr in FPR_AT_TPR})
+        result.update({_percent_key("tpr_at_fpr", fpr): self.at_fpr[fpr][0] for fpr in TPR_AT_FPR})
+        result["best_f1"], result["best_f1_threshold"] = self.best_f1
+        return {**result, "n_pos": self.n_pos, "n_neg": self.n_neg}
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values of an ascending array, without the copy and sort of ``np.unique``."""
+    if values.size < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+class _GrowingArray:
+    """A 1-D array that grows in place: the buffer is reallocated (a remap of its pages for large
+    arrays, no second copy), and one run of ``append``s never holds more than 1.25x its values."""
+
+    GROWTH = 1.25
+    MIN_CAPACITY = 1 << 14
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0, np.float32)
+        self.size = 0
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._buffer[: self.size]
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes
+
+    def append(self, values: np.ndarray) -> None:
+        dtype = np.result_type(self._buffer.dtype, values.dtype)
+        if dtype != self._buffer.dtype:
+            self._buffer = self._buffer.astype(dtype)  # float64 input: a one-time widening
+        needed = self.size + values.size
+        if needed > self._buffer.size:
+            capacity = max(needed, int(self._buffer.size * self.GROWTH), self.MIN_CAPACITY)
+            self._buffer.resize(capacity, refcheck=False)  # no views of the buffer outlive a call
+        self._buffer[self.size : needed] = values
+        self.size = needed
+
+    def widen(self, dtype: np.dtype) -> None:
+        if dtype != self._buffer.dtype:
+            self._buffer = self._buffer.astype(dtype)
 
 
 class _ExactStore:
-    """Every non-ignored pixel, kept so the metrics equal the one-shot computation exactly."""
+    """Every non-ignored score, anomaly and inlier pixels apart so labels cost no memory: 4 bytes a
+    pixel for float32 scores (float64 input stays float64), 5 at most while growing. Sorted in place
+    once metrics are asked for; operating points are then read in blocks, so computing them needs
+    little memory beyond the store."""
+
+    BLOCK = 1 << 20
 
     def __init__(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._positive: list[np.ndarray] = []
+        self._scores = {True: _GrowingArray(), False: _GrowingArray()}
+        self._sorted_size = {True: 0, False: 0}
 
     def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
-        self._scores.append(scores)
-        self._positive.append(positive)
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
+        self._scores[True].append(scores[positive])
+        self._scores[False].append(scores[~positive])
 
     def merge(self, other: _ExactStore) -> None:
-        self._scores.extend(other._scores)
-        self._positive.extend(other._positive)
+        for label in (True, False):
+            self._scores[label].append(other._scores[label].values)
 
-    def operating_points(self) -> _OperatingPoints:
-        if len(self._scores) > 1:
-            # Keep the concatenation so repeated compute()/curves() calls do not redo it.
-            self._scores = [np.concatenate(self._scores)]
-            self._positive = [np.concatenate(self._positive)]
-        if not self._scores:
-            return _exact_operating_points(np.empty(0, np.float32), np.empty(0, bool))
-        return _exact_operating_points(self._scores[0], self._positive[0])
+    def _sorted_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(anomaly scores, inlier scores), ascending, in one common dtype."""
+        dtype = np.result_type(self._scores[True].values.dtype, self._scores[False].values.dtype)
+        for label, scores in self._scores.items():
+            scores.widen(dtype)
+            if self._sorted_size[label] != scores.size:
+                scores.values.sort()
+                self._sorted_size[label] = scores.size
+        return self._scores[True].values, self._scores[False].values
 
+    def state_bytes(self) -> int:
+        return sum(scores.nbytes for scores in self._scores.values())
 
-def _order_preserving_keys(scores: np.ndarray) -> np.ndarray:
-    """uint32 keys whose unsigned order equals the float32 order of ``scores`` (finite values)."""
-    # Adding +0.0 turns -0.0 into +0.0 so both zeros share one key.
-    bits = (scores.astype(np.float32) + np.float32(0.0)).view(np.uint32)
-    negative = bits >= np.uint32(0x80000000)
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000))
+    def counts(self) -> tuple[int, int]:
+        return self._scores[True].size, self._scores[False].size
 
-
-def _lowest_value_of_keys(keys: np.ndarray) -> np.ndarray:
-    """Inverse of ``_order_preserving_keys`` as float32."""
-    keys = keys.astype(np.uint32)
-    non_negative = keys >= np.uint32(0x80000000)
-    bits = np.where(non_negative, keys & np.uint32(0x7FFFFFFF), ~keys)
-    return bits.view(np.float32)
+    def blocks(self) -> Iterator[_OperatingPoints]:
+        return _exact_blocks([self._sorted_scores()], self.BLOCK)
 
 
-class _BinnedHistogram:
-    """Counts of anomaly / inlier pixels per bin of the top ``bits`` bits of the float32 order key.
+class _CombinedExact:
+    """Several exact stores read as one, without copying their scores (pooled metrics over the depth
+    ranges' stores)."""
 
-    Sign and exponent take 9 bits, so every bin lies within one power of two and its width is
-    2 ** -(bits - 9) of its magnitude: fine where scores are dense, with no range fixed beforehand.
+    def __init__(self, stores: Sequence[_ExactStore]) -> None:
+        self.stores = list(stores)
+
+    def state_bytes(self) -> int:
+        return sum(store.state_bytes() for store in self.stores)
+
+    def counts(self) -> tuple[int, int]:
+        totals = [store.counts() for store in self.stores]
+        return sum(pos for pos, _ in totals), sum(neg for _, neg in totals)
+
+    def blocks(self) -> Iterator[_OperatingPoints]:
+        return _exact_blocks([store._sorted_scores() for store in self.stores], _ExactStore.BLOCK)
+
+
+def _exact_blocks(parts: Sequence[tuple[np.ndarray, np.ndarray]], block: int) -> Iterator[_OperatingPoints]:
+    """Operating points of ascending (anomaly, inlier) score arrays, top down, about ``block`` at a time.
+
+    Each block takes the scores >= a cut value, so equal scores never straddle two blocks.
+    """
+    positives = [part[0] for part in parts]
+    negatives = [part[1] for part in parts]
+    arrays = positives + negatives
+    step = max(1, block // len(arrays))
+    n_pos, n_neg = sum(a.size for a in positives), sum(a.size for a in negatives)
+    tops = [a.size for a in arrays]  # scores at index >= top are above the current block
+    flagged_pos = flagged_neg = 0  # pixels above the current block
+    while any(tops):
+        cut = max(a[top - step] if top > step else -np.inf for a, top in zip(arrays, tops, strict=True))
+        lows = [int(np.searchsorted(a[:top], cut, side="left")) for a, top in zip(arrays, tops, strict=True)]
+        slabs = [a[low:top] for a, low, top in zip(arrays, lows, tops, strict=True)]
+        values = np.unique(np.concatenate([_sorted_unique(slab) for slab in slabs]))[::-1]
+        counts = [slab.size - np.searchsorted(slab, values, side="left") for slab in slabs]
+        true_positives = flagged_pos + sum(counts[: len(positives)])
+        false_positives = flagged_neg + sum(counts[len(positives) :])
+        yield _OperatingPoints(
+            values, np.asarray(true_positives, np.int64), np.asarray(false_positives, np.int64)
+        )
+        flagged_pos += sum(slab.size for slab in slabs[: len(positives)])
+        flagged_neg += sum(slab.size for slab in slabs[len(positives) :])
+        tops = lows
+    assert (flagged_pos, flagged_neg) == (n_pos, n_neg)
+
+
+class _RangeBinnedHistogram:
+    """Anomaly / inlier counts in ``2 ** bits`` bins of width ``2 ** exponent`` placed on the observed
+    score range, so the resolution follows the scores whatever their offset and scale.
+
+    Bin ``i`` holds the scores with ``floor(score * 2 ** -exponent) == i``: scaling by a power of two is
+    exact, so ``score >= i * 2 ** exponent`` holds exactly for the scores of bins ``>= i`` and the bin's
+    lower edge reproduces its operating point. The first frame's range fills up to half the bins;
+    when a frame falls outside the window, the exponent grows by the fewest steps that fit everything
+    and each new bin is the exact union of old ones (a bin ``i`` goes to ``i >> steps``), so the
+    observed range always spans more than an eighth of the bins (typically a quarter to all of them).
+    Counts start as uint32 and widen to int64 before they could overflow.
     """
 
     def __init__(self, bits: int) -> None:
-        if not 9 <= bits <= 24:
-            raise ValueError(f"binned accumulator bits must be in [9, 24], got {bits}")
+        if not 8 <= bits <= 24:
+            raise ValueError(f"binned accumulator bits must be in [8, 24], got {bits}")
         self.bits = bits
-        self._shift = 32 - bits
-        self._positives = np.zeros(1 << bits, np.int64)
-        self._negatives = np.zeros(1 << bits, np.int64)
+        self.n_bins = 1 << bits
+        self._counts = np.zeros((self.n_bins, 2), np.uint32)  # [:, 0] inliers, [:, 1] anomalies
+        self._exponent: int | None = None
+        self._first = 0  # bin index of row 0
+        self._low = math.inf  # observed score range
+        self._high = -math.inf
+        self._total = 0
+        self._float32_scores = True
+
+    @staticmethod
+    def _bin(value: float, exponent: int) -> int:
+        return math.floor(math.ldexp(value, -exponent))
+
+    def _exponent_for(self, low: float, high: float, capacity: int) -> int:
+        """Smallest exponent whose bins put [low, high] into ``capacity`` bins; never finer than float64
+        resolves at this magnitude, so bin indices stay below 2**53 and exact in float64."""
+        magnitude = max(abs(low), abs(high))
+        # 2 ** -exponent must stay finite: at most 2 ** 1022.
+        exponent = max(math.frexp(magnitude)[1] - 52, -1022)
+        if high > low:
+            exponent = max(exponent, math.frexp((high - low) / capacity)[1] - 1)
+        while self._bin(high, exponent) - self._bin(low, exponent) + 1 > capacity:
+            exponent += 1
+        return exponent
+
+    def _window_for(self, exponent: int) -> int:
+        """First bin of a window that centres the observed range."""
+        low_bin, high_bin = self._bin(self._low, exponent), self._bin(self._high, exponent)
+        return low_bin - (self.n_bins - (high_bin - low_bin + 1)) // 2
+
+    def _regridded(self, exponent: int, first: int) -> np.ndarray:
+        """These counts in the bins of ``exponent`` (>= the current one) starting at bin ``first``."""
+        assert self._exponent is not None
+        occupied = np.flatnonzero(self._counts.any(axis=1))
+        counts = np.zeros_like(self._counts)
+        if occupied.size:
+            # Rows ascend with the old bins, so each new bin sums one run of them.
+            rows = ((occupied + self._first) >> (exponent - self._exponent)) - first
+            starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 1))
+            counts[rows[starts]] = np.add.reduceat(self._counts[occupied], starts, axis=0)
+        return counts
+
+    def _cover(self, low: float, high: float) -> None:
+        """Make the window hold [low, high] besides everything counted so far."""
+        # While every pixel so far has one score, the bins may start afresh from the new range.
+        single_value = self._low if self._exponent is not None and self._low == self._high else None
+        self._low, self._high = min(self._low, low), max(self._high, high)
+        if self._exponent is None or single_value is not None:
+            held = self._counts.sum(axis=0, dtype=np.int64)
+            self._exponent = self._exponent_for(self._low, self._high, self.n_bins // 2)
+            self._first = self._window_for(self._exponent)
+            if single_value is not None:
+                self._counts[:] = 0
+                self._counts[self._bin(single_value, self._exponent) - self._first] = held
+            return
+        if self._first <= self._bin(low, self._exponent) and self._bin(high, self._exponent) < (
+            self._first + self.n_bins
+        ):
+            return
+        exponent = max(self._exponent, self._exponent_for(self._low, self._high, self.n_bins))
+        first = self._window_for(exponent)
+        self._counts = self._regridded(exponent, first)
+        self._exponent, self._first = exponent, first
+
+    def _widen_if_needed(self, added: int) -> None:
+        if self._total + added > np.iinfo(self._counts.dtype).max:
+            self._counts = self._counts.astype(np.int64)
+        self._total += added
 
     def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
-        bin_index = _order_preserving_keys(scores) >> np.uint32(self._shift)
-        for histogram, selected in (
-            (self._positives, bin_index[positive]),
-            (self._negatives, bin_index[~positive]),
-        ):
-            if selected.size:
-                # A frame covers a narrow band of bins: count within it instead of the full 2**bits.
-                lowest = selected.min()
-                counts = np.bincount(selected - lowest)
-                histogram[int(lowest) : int(lowest) + counts.size] += counts
+        if scores.size == 0:
+            return
+        self._float32_scores &= scores.dtype.itemsize <= 4
+        low, high = float(scores.min()), float(scores.max())
+        self._cover(low, high)
+        assert self._exponent is not None
+        # Scaling by a power of two is exact in float32 too while the factor is a normal float32;
+        # float32 halves the memory traffic of the engine's scores.
+        narrow = scores.dtype.itemsize <= 4 and -126 <= -self._exponent <= 127
+        scaled = scores.astype(np.float32 if narrow else np.float64)
+        scaled *= scaled.dtype.type(math.ldexp(1.0, -self._exponent))
+        np.floor(scaled, out=scaled)
+        lowest = self._bin(low, self._exponent)
+        # One bincount over (bin, label) pairs, on the band of bins this frame touches.
+        pairs = scaled.astype(np.int64)  # integers below 2**53: exact
+        pairs -= lowest
+        pairs <<= 1
+        pairs += positive
+        counts = np.bincount(pairs)
+        self._widen_if_needed(scores.size)
+        flat = self._counts.reshape(-1)
+        start = 2 * (lowest - self._first)
+        flat[start : start + counts.size] += counts.astype(flat.dtype)
 
-    def merge(self, other: _BinnedHistogram) -> None:
+    def merge(self, other: _RangeBinnedHistogram) -> None:
         if other.bits != self.bits:
             raise ValueError(f"cannot merge binned accumulators with {self.bits} and {other.bits} bits")
+        if other._exponent is None:
+            return
+        self._float32_scores &= other._float32_scores
+        if self._exponent is None:
+            self._exponent, self._first = other._exponent, other._first
+            self._low, self._high = other._low, other._high
+        self._low, self._high = min(self._low, other._low), max(self._high, other._high)
+        exponent = max(
+            self._exponent, other._exponent, self._exponent_for(self._low, self._high, self.n_bins)
+        )
+        first = self._window_for(exponent)
+        mine, theirs = self._regridded(exponent, first), other._regridded(exponent, first)
+        self._exponent, self._first = exponent, first
+        self._widen_if_needed(other._total)
+        self._counts = mine.astype(self._counts.dtype) + theirs.astype(self._counts.dtype)
+
+    def state_bytes(self) -> int:
+        return self._counts.nbytes
+
+    def counts(self) -> tuple[int, int]:
+        totals = self._counts.sum(axis=0, dtype=np.int64)
+        return int(totals[1]), int(totals[0])
+
+    def blocks(self) -> Iterator[_OperatingPoints]:
+        if self._exponent is None:
+            return
+        occupied = np.flatnonzero(self._counts.any(axis=1))[::-1]
+        thresholds = np.ldexp((occupied + self._first).astype(np.float64), self._exponent)
+        if self._float32_scores:
+            # The smallest float32 >= the edge flags the same float32 scores and survives a cast.
+            rounded = thresholds.astype(np.float32)
+            thresholds = np.where(rounded < thresholds, np.nextafter(rounded, np.float32(np.inf)), rounded)
+        counts = self._counts[occupied].astype(np.int64)
+        yield _OperatingPoints(thresholds, np.cumsum(counts[:, 1]), np.cumsum(counts[:, 0]))
+
+
+class _SmiycQuantileBins:
+    """The SegmentMeIfYouCan evaluator's quantisation, to predict its leaderboard digits.
+
+    Per frame: scores cast to float16; bin edges at ``SMIYC_BINS_PER_FRAME // 2`` quantiles of the
+    anomaly scores and as many of the inlier scores, plus the frame's range widened by
+    ``max(1 % of it, 0.01)``; pixels counted per bin (``np.histogram``) with the bin's lower edge as its
+    threshold. Frames are merged by sorting all lower edges; equal edges form one operating point.
+    """
+
+    def __init__(self) -> None:
+        self._thresholds: list[np.ndarray] = []
+        self._positives: list[np.ndarray] = []
+        self._negatives: list[np.ndarray] = []
+
+    def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
+        if scores.size == 0:
+            return
+        half = np.asarray(scores, dtype=np.float16)
+        if not np.isfinite(half).all():
+            raise ValueError(
+                "--smiyc-compatible scores must fit float16 (|score| <= 65504), as SMIYC stores them"
+            )
+        anomaly, inlier = half[positive], half[~positive]
+        low, high = half.min(), half.max()
+        margin = np.maximum((high - low) * np.float16(0.01), np.float16(0.01))
+        parts = [np.array([low - margin, high + margin], np.float16)]
+        for values in (anomaly, inlier):
+            if values.size:
+                parts.append(
+                    np.quantile(values, np.linspace(0, 1, min(SMIYC_BINS_PER_FRAME // 2, values.size)))
+                )
+        edges = np.unique(np.concatenate(parts))
+        self._thresholds.append(edges[:-1].astype(np.float64))
+        self._positives.append(np.histogram(anomaly, bins=edges)[0])
+        self._negatives.append(np.histogram(inlier, bins=edges)[0])
+
+    def merge(self, other: _SmiycQuantileBins) -> None:
+        self._thresholds += other._thresholds
         self._positives += other._positives
         self._negatives += other._negatives
 
-    def operating_points(self) -> _OperatingPoints:
-        occupied = np.flatnonzero(self._positives + self._negatives)[::-1]
-        # Each bin's lower edge reproduces its operating point exactly under the `score >= t` rule.
-        thresholds = _lowest_value_of_keys(occupied.astype(np.uint64) << np.uint64(self._shift))
-        return _OperatingPoints(
-            thresholds, np.cumsum(self._positives[occupied]), np.cumsum(self._negatives[occupied])
-        )
+    def state_bytes(self) -> int:
+        return sum(array.nbytes for array in (*self._thresholds, *self._positives, *self._negatives))
+
+    def counts(self) -> tuple[int, int]:
+        return int(sum(c.sum() for c in self._positives)), int(sum(c.sum() for c in self._negatives))
+
+    def blocks(self) -> Iterator[_OperatingPoints]:
+        if not self._thresholds:
+            return
+        thresholds = np.concatenate(self._thresholds)
+        order = np.argsort(thresholds, kind="stable")[::-1]
+        thresholds = thresholds[order]
+        true_positives = np.cumsum(np.concatenate(self._positives)[order])
+        false_positives = np.cumsum(np.concatenate(self._negatives)[order])
+        # The last entry of each run of equal edges closes its operating point; runs adding no pixel
+        # repeat the point above them and are dropped.
+        ends = np.append(np.flatnonzero(thresholds[1:] != thresholds[:-1]), thresholds.size - 1)
+        flagged = true_positives[ends] + false_positives[ends]
+        keep = np.diff(np.concatenate(([0], flagged))) > 0
+        ends = ends[keep]
+        yield _OperatingPoints(thresholds[ends], true_positives[ends], false_positives[ends])
+
+
+def _take(points: _OperatingPoints, index: np.ndarray) -> _OperatingPoints:
+    return _OperatingPoints(*(array[index] for array in points))
+
+
+_Store = _ExactStore | _CombinedExact | _RangeBinnedHistogram | _SmiycQuantileBins
+
+
+def _new_store(mode: AccumulatorMode, bits: int) -> _Store:
+    if mode == "exact":
+        return _ExactStore()
+    if mode == "binned":
+        return _RangeBinnedHistogram(bits)
+    if mode == "smiyc":
+        return _SmiycQuantileBins()
+    raise ValueError(f"accumulator mode must be one of {', '.join(ACCUMULATOR_MODES)}, got {mode!r}")
+
+
+def _summarise(store: _Store, tpr_targets: Sequence[float] = FPR_AT_TPR) -> _CurveScan:
+    scan = _CurveScan(*store.counts(), (*tpr_targets, TARGET_TPR))
+    for points in store.blocks():
+        scan.add(points)
+    return scan
+
+
+def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, ignore_index: int = IGNORE_INDEX) -> dict:
+    """Exact anomaly metrics over all non-ignored pixels; keys :data:`SUMMARY_KEYS`, ``n_pos``, ``n_neg``.
+
+    AP uses step interpolation (sum of (R_n - R_{n-1}) P_n), AUROC the trapezoid rule, FPR95 (and FPR
+    at the other TPRs) the first operating point by descending threshold with TPR >= the target, TPR at
+    an FPR the last point whose FPR stays within it, best F1 the highest 2TP / (2TP + FP + FN). Raises
+    ValueError without anomaly or inlier pixels.
+    """
+    accumulator = AnomalyMetricAccumulator("exact", ignore_index=ignore_index)
+    accumulator.update(scores, labels)
+    return accumulator.compute()
+
+
+class _PerImageMeans:
+    """Metrics of each image on its own, averaged over the images that have both classes."""
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+        self.sums = dict.fromkeys(SUMMARY_KEYS, 0.0)
+        self.n_images = 0
+        self.images_without_both = 0
+
+    def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
+        n_positive = int(np.count_nonzero(positive))
+        if n_positive == 0 or n_positive == positive.size:
+            self.images_without_both += 1
+            return
+        store = _ExactStore()
+        store.update(scores, positive)
+        summary = _summarise(store).summary()
+        for key in SUMMARY_KEYS:
+            self.sums[key] += summary[key]
+        self.n_images += 1
+
+    def merge(self, other: _PerImageMeans) -> None:
+        for key in SUMMARY_KEYS:
+            self.sums[key] += other.sums[key]
+        self.n_images += other.n_images
+        self.images_without_both += other.images_without_both
+
+    def summary(self) -> dict:
+        if not self.n_images:
+            raise ValueError("per-image anomaly metrics need an image with both anomaly and inlier pixels")
+        means: dict = {key: total / self.n_images for key, total in self.sums.items()}
+        # Thresholds of different images do not average into an operating point.
+        means["threshold_at_tpr95"] = means["best_f1_threshold"] = None
+        return {**means, "n_images": self.n_images, "images_without_both_classes": self.images_without_both}
 
 
 class AnomalyMetricAccumulator:
-    """Streaming anomaly metrics; ``compute()`` returns the same dict as :func:`anomaly_metrics`.
+    """Streaming anomaly metrics; ``compute()`` returns the keys of :func:`anomaly_metrics`.
 
-    ``mode="exact"`` keeps every non-ignored pixel (score + 1 byte) and equals the one-shot function
-    exactly. ``mode="binned"`` keeps two histograms of ``2 ** bits`` int64 counts (16 MiB at 20 bits)
-    over float32 score bins, so memory stays flat; each occupied bin is one operating point and its
-    threshold is the bin's lowest float value.
+    ``mode``:
+
+    - ``"exact"`` keeps every non-ignored score (4 bytes a pixel for float32, labels implicit) and
+      equals the one-shot function;
+    - ``"binned"`` keeps ``2 ** bits`` bins placed on the observed score range (uint32 counts, 8 MiB at
+      20 bits, int64 past 4 G pixels), whatever the scores' offset and scale; each occupied bin is one
+      operating point whose threshold, the bin's lower edge, reproduces it exactly;
+    - ``"smiyc"`` reproduces the SegmentMeIfYouCan evaluator's float16 per-frame quantile bins.
+
+    ``protocol="per-image"`` computes each update's metrics exactly on their own and averages them over
+    the updates with both classes (thresholds are then None; ``mode`` is not used).
     """
 
-    def __init__(self, mode: AccumulatorMode = "exact", bits: int = 20, ignore_index: int = IGNORE_INDEX):
-        if mode == "exact":
-            self._store: _ExactStore | _BinnedHistogram = _ExactStore()
-        elif mode == "binned":
-            self._store = _BinnedHistogram(bits)
-        else:
-            raise ValueError(f"accumulator mode must be 'exact' or 'binned', got {mode!r}")
+    def __init__(
+        self,
+        mode: AccumulatorMode = "exact",
+        bits: int = DEFAULT_BINNED_BITS,
+        ignore_index: int = IGNORE_INDEX,
+        protocol: Protocol = "pooled",
+    ):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        self._store = _new_store(mode, bits)
+        self._per_image = _PerImageMeans(ignore_index) if protocol == "per-image" else None
         self.mode = mode
+        self.protocol = protocol
         self.ignore_index = ignore_index
         self.n_pos = 0
         self.n_neg = 0
@@ -242,46 +630,104 @@ class AnomalyMetricAccumulator:
         n_positive = int(np.count_nonzero(positive))
         self.n_pos += n_positive
         self.n_neg += positive.size - n_positive
-        self._store.update(kept_scores, positive)
+        if self._per_image is not None:
+            self._per_image.update(kept_scores, positive)
+        else:
+            self._store.update(kept_scores, positive)
 
     def merge(self, other: AnomalyMetricAccumulator) -> None:
-        """Add another accumulator's pixels to this one (same mode, bits and ignore index)."""
-        if (other.mode, other.ignore_index) != (self.mode, self.ignore_index):
+        """Add another accumulator's pixels to this one (same mode, protocol, bits and ignore index)."""
+        if (other.mode, other.protocol, other.ignore_index) != (self.mode, self.protocol, self.ignore_index):
             raise ValueError(
-                f"cannot merge a {other.mode} accumulator (ignore {other.ignore_index}) "
-                f"into a {self.mode} one (ignore {self.ignore_index})"
+                f"cannot merge a {other.mode} {other.protocol} accumulator (ignore {other.ignore_index}) "
+                f"into a {self.mode} {self.protocol} one (ignore {self.ignore_index})"
             )
-        self._store.merge(other._store)
+        if self._per_image is not None and other._per_image is not None:
+            self._per_image.merge(other._per_image)
+        else:
+            self._store.merge(other._store)  # type: ignore[arg-type]
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
 
+    def combined(self, others: Sequence[AnomalyMetricAccumulator]) -> AnomalyMetricAccumulator:
+        """A read-only accumulator over this one's pixels and ``others``'; in exact pooled mode it shares
+        their stored scores instead of copying them. Update the originals, not the result."""
+        combined = AnomalyMetricAccumulator(self.mode, ignore_index=self.ignore_index, protocol=self.protocol)
+        every = [self, *others]
+        if self.mode == "exact" and self._per_image is None:
+            combined._store = _CombinedExact([accumulator._store for accumulator in every])  # type: ignore[misc]
+            combined.n_pos = sum(accumulator.n_pos for accumulator in every)
+            combined.n_neg = sum(accumulator.n_neg for accumulator in every)
+        else:
+            for accumulator in every:
+                combined.merge(accumulator)
+        return combined
+
+    @property
+    def state_bytes(self) -> int:
+        """Memory held for the metrics (the bins, or the stored scores)."""
+        return 0 if self._per_image is not None else self._store.state_bytes()
+
     def compute(self) -> dict:
-        return _summarise(self._store.operating_points())
+        if self._per_image is not None:
+            return {**self._per_image.summary(), "n_pos": self.n_pos, "n_neg": self.n_neg}
+        return _summarise(self._store).summary()
+
+    def at_tpr(self, tpr: float) -> tuple[float, float, float]:
+        """(threshold, its TPR, its FPR) at the first operating point whose TPR >= ``tpr``."""
+        if not 0.0 < tpr <= 1.0:
+            raise ValueError(f"target TPR must be in (0, 1], got {tpr}")
+        self._pooled_only("an operating point")
+        return _summarise(self._store, (tpr,)).at_tpr[tpr]
+
+    def _pooled_only(self, what: str) -> None:
+        if self._per_image is not None:
+            raise ValueError(f"{what} needs pooled pixels; this accumulator averages per image")
 
     def curves(self, max_points: int = 1000) -> CurvePoints:
         """At most ``max_points`` operating points, spread evenly in both TPR and FPR."""
         if max_points < 4:
             raise ValueError(f"max_points must be at least 4, got {max_points}")
-        points = self._store.operating_points()
-        tpr, fpr = _rates(points)
-        chosen = np.arange(tpr.size)
-        if tpr.size > max_points:
-            targets = np.linspace(0.0, 1.0, (max_points - 2) // 2)
-            chosen = np.unique(
-                np.concatenate(
-                    (
-                        [0, tpr.size - 1],
-                        np.minimum(np.searchsorted(tpr, targets), tpr.size - 1),
-                        np.minimum(np.searchsorted(fpr, targets), fpr.size - 1),
-                    )
-                )
-            )
-        flagged = points.true_positives[chosen] + points.false_positives[chosen]
+        self._pooled_only("curves")
+        n_pos, n_neg = self._store.counts()
+        _check_both_classes(n_pos, n_neg)
+        targets = np.linspace(0.0, 1.0, (max_points - 2) // 2)
+        found = {"tpr": np.zeros(targets.size, bool), "fpr": np.zeros(targets.size, bool)}
+        everything: list[_OperatingPoints] = []  # every point, while they fit in max_points
+        selected: list[_OperatingPoints] = []
+        n_points = 0
+        for block_index, points in enumerate(self._store.blocks()):
+            n_points += points.thresholds.size
+            if n_points <= max_points:
+                everything.append(points)
+            picked = [np.zeros(1 if block_index == 0 else 0, np.int64)]
+            for name, counts, total in (
+                ("tpr", points.true_positives, n_pos),
+                ("fpr", points.false_positives, n_neg),
+            ):
+                index = np.searchsorted(counts / total, targets, side="left")
+                hit = (index < counts.size) & ~found[name]
+                found[name] |= hit
+                picked.append(index[hit])
+            selected.append(_take(points, np.unique(np.concatenate(picked))))
+            last = _take(points, np.array([points.thresholds.size - 1]))
+        blocks = everything if n_points <= max_points else [*selected, last]
+        thresholds, true_positives, false_positives = (
+            np.concatenate(arrays) for arrays in zip(*blocks, strict=True)
+        )
+        # Blocks are disjoint and descending; only the closing point may repeat a selected one.
+        _, first = np.unique(thresholds, return_index=True)
+        keep = np.sort(first)
+        thresholds, true_positives, false_positives = (
+            thresholds[keep],
+            true_positives[keep],
+            false_positives[keep],
+        )
         return CurvePoints(
-            thresholds=points.thresholds[chosen],
-            tpr=tpr[chosen],
-            fpr=fpr[chosen],
-            precision=points.true_positives[chosen] / flagged,
+            thresholds=thresholds,
+            tpr=true_positives / n_pos,
+            fpr=false_positives / n_neg,
+            precision=true_positives / (true_positives + false_positives),
         )
 
 
@@ -512,13 +958,15 @@ class DistanceBinnedAccumulator:
         self,
         bins: DepthBins | Sequence[float] = DEFAULT_DISTANCE_BINS,
         mode: AccumulatorMode = "exact",
-        bits: int = 20,
+        bits: int = DEFAULT_BINNED_BITS,
         ignore_index: int = IGNORE_INDEX,
+        protocol: Protocol = "pooled",
     ):
         self.bins = _as_bins(bins)
         self.ignore_index = ignore_index
         self.accumulators = [
-            AnomalyMetricAccumulator(mode, bits=bits, ignore_index=ignore_index) for _ in self.bins.ranges
+            AnomalyMetricAccumulator(mode, bits=bits, ignore_index=ignore_index, protocol=protocol)
+            for _ in self.bins.ranges
         ]
 
     def update(self, scores: np.ndarray, labels: np.ndarray, depth: np.ndarray) -> None:
@@ -541,14 +989,14 @@ class DistanceBinnedAccumulator:
             mine.merge(theirs)
 
     def compute(self) -> list[dict]:
-        """Per range ``{"range_m": [lo, hi], "ap", "auroc", "fpr95", "threshold_at_tpr95", "n_pos",
-        "n_neg"}``; the four metrics are None where the range lacks anomaly or inlier pixels."""
+        """Per range ``{"range_m": [lo, hi], **anomaly metrics}``; the metrics (:data:`SUMMARY_KEYS`) are
+        None where the range lacks anomaly or inlier pixels (per image: in every image)."""
         results = []
         for (low, high), accumulator in zip(self.bins.ranges, self.accumulators, strict=True):
-            if accumulator.n_pos and accumulator.n_neg:
+            try:
                 metrics = accumulator.compute()
-            else:
-                metrics = dict.fromkeys(("ap", "auroc", "fpr95", "threshold_at_tpr95"))
+            except ValueError:
+                metrics = dict.fromkeys(SUMMARY_KEYS)
                 metrics.update(n_pos=accumulator.n_pos, n_neg=accumulator.n_neg)
             results.append({"range_m": [low, high], **metrics})
         return results

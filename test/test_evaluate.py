@@ -270,3 +270,44 @@ def test_cli_evaluate_end_to_end(
     assert metrics["frames"]["evaluated"] == len(FRAME_SIZES)
     assert metrics["anomaly"]["ap"] == pytest.approx(exact_run[0]["anomaly"]["ap"], abs=1e-3)
     assert "AP " in capsys.readouterr().out
+
+
+def test_cli_evaluate_protocols(tiny_checkpoint: Path, dataset_root: Path, exact_run, tmp_path) -> None:
+    pytest.importorskip("openset_perception.data.registry", reason="dataset registry not written yet")
+    from openset_perception.cli.main import main
+
+    base = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--dataset",
+        "folder",
+        "--root",
+        str(dataset_root),
+    ]
+    saved = Path(exact_run[1]) / "scores"
+    frames = FolderDataset(dataset_root)
+    scores = [np.load(saved / f"{frames[i].name}.npy") for i in range(len(frames))]
+
+    out = tmp_path / "per_image"
+    assert main([*base, "--out", str(out), "--protocol", "per-image", "--two-fold", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_frame_ap = [
+        average_precision_score(frames[i].anomaly[frames[i].anomaly != 255], s[frames[i].anomaly != 255])
+        for i, s in enumerate(scores)
+    ]
+    assert metrics["anomaly"]["ap"] == pytest.approx(np.mean(per_frame_ap), abs=1e-9)
+    assert metrics["anomaly"]["n_images"] == len(FRAME_SIZES)
+    assert metrics["settings"]["protocol"] == "per-image" and metrics["settings"]["two_fold"] is True
+    segmentation = metrics["segmentation"]
+    assert 0.0 <= segmentation["two_fold_open_miou"] <= 1.0
+    assert [fold["n_images"] for fold in segmentation["two_fold_folds"]] == [3, 3]
+    assert "two-fold open-mIoU" in (out / "report.md").read_text()
+
+    out = tmp_path / "smiyc"
+    assert main([*base, "--out", str(out), "--smiyc-compatible", "--no-progress"]) == 0
+    smiyc = json.loads((out / "metrics.json").read_text())
+    assert smiyc["settings"]["mode"] == "smiyc"
+    assert smiyc["anomaly"]["ap"] == pytest.approx(exact_run[0]["anomaly"]["ap"], abs=0.02)
+    with pytest.raises(SystemExit):  # argparse: the two accuracies exclude each other
+        main([*base, "--smiyc-compatible", "--exact"])

@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from openset_perception.depth import DepthBins
 from openset_perception.metrics import (
+    SUMMARY_KEYS,
     AnomalyMetricAccumulator,
     ConfusionMatrixAccumulator,
     DistanceBinnedAccumulator,
@@ -215,17 +216,22 @@ def test_binned_within_a_tenth_of_a_point_of_exact():
 
 
 def test_binned_is_exact_when_each_value_has_its_own_bin():
-    # Values spread over powers of two land in distinct 20-bit bins; -0.0 and 0.0 share one.
+    # The range [-8, 1024] in 2**19 bins of width 2**-9: every value has its own bin, -0.0 and 0.0 share one.
     scores = np.array([-8.0, -2.0, -0.5, -0.0, 0.0, 0.25, 1.0, 4.0, 4.0, 1024.0], np.float32)
     labels = np.array([0, 0, 1, 0, 0, 0, 1, 1, 0, 1], np.uint8)
     binned = AnomalyMetricAccumulator("binned")
     binned.update(scores, labels)
     result, exact = binned.compute(), anomaly_metrics(scores, labels)
     assert exact["threshold_at_tpr95"] == -0.5
-    for key in ("ap", "auroc", "fpr95", "n_pos", "n_neg"):
-        assert result[key] == exact[key]
-    # A negative bin's lowest value lies just below its scores (bin width 2**-12 at 0.5).
-    assert -0.5 - 2**-12 <= result["threshold_at_tpr95"] < -0.5
+    for key in (*SUMMARY_KEYS, "n_pos", "n_neg"):
+        assert result[key] == exact[key], key
+    # A bin edge off the scores lies just below them and flags the same pixels.
+    shifted = scores + np.float32(2**-11)
+    binned = AnomalyMetricAccumulator("binned")
+    binned.update(shifted, labels)
+    threshold = binned.compute()["threshold_at_tpr95"]
+    assert shifted[2] - 2**-9 < threshold <= shifted[2]
+    np.testing.assert_array_equal(shifted >= threshold, shifted >= shifted[2])
 
 
 def test_binned_merge_equals_single_accumulator():
@@ -427,15 +433,7 @@ def test_per_distance_empty_ranges_report_none_and_counts():
     results = per_distance_anomaly_metrics(scores, labels, depth, bins=[0.0, 5.0, 10.0, 15.0, 20.0])
     assert results[0]["ap"] == 1.0 and results[1]["fpr95"] == 0.0
     # [10, 15): one inlier, no anomaly. [15, 20): nothing at all.
-    assert results[2] == {
-        "range_m": [10.0, 15.0],
-        "ap": None,
-        "auroc": None,
-        "fpr95": None,
-        "threshold_at_tpr95": None,
-        "n_pos": 0,
-        "n_neg": 1,
-    }
+    assert results[2] == {"range_m": [10.0, 15.0], **dict.fromkeys(SUMMARY_KEYS), "n_pos": 0, "n_neg": 1}
     assert (results[3]["ap"], results[3]["n_pos"], results[3]["n_neg"]) == (None, 0, 0)
 
 

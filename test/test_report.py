@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from openset_perception.evaluation.report import jsonable, write_report
-from openset_perception.metrics import AnomalyMetricAccumulator, per_distance_anomaly_metrics
+from openset_perception.metrics import SUMMARY_KEYS, AnomalyMetricAccumulator, per_distance_anomaly_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,10 +55,7 @@ def test_metrics_json_round_trips(tmp_path):
     assert loaded["per_distance"][0]["range_m"] == [0.0, 10.0]
     assert loaded["per_distance"][-1] == {
         "range_m": [50.0, 60.0],
-        "ap": None,
-        "auroc": None,
-        "fpr95": None,
-        "threshold_at_tpr95": None,
+        **dict.fromkeys(SUMMARY_KEYS),
         "n_pos": 0,
         "n_neg": 0,
     }

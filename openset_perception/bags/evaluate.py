@@ -34,7 +34,7 @@ from openset_perception.evaluation.evaluate import add_run_settings
 from openset_perception.evaluation.label_map import LabelMap, SemanticGroundTruth
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, image_to_numpy
-from openset_perception.metrics import AccumulatorMode
+from openset_perception.metrics import AccumulatorMode, Protocol
 from openset_perception.runtime.camera_batch import FrameMaps, decode_frame
 from openset_perception.runtime.frame_buffer import CameraFrame
 
@@ -76,6 +76,8 @@ def evaluate_bag(
     progress: bool = True,
     title: str = "Bag evaluation report",
     label_map: LabelMap | None = None,
+    protocol: Protocol = "pooled",
+    two_fold: bool = False,
 ) -> dict:
     """Evaluate and write metrics.json, report.md and plots to ``out_dir``; returns the metrics.
 
@@ -87,7 +89,9 @@ def evaluate_bag(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    accumulator = EvaluationAccumulator(
+        segmenter.num_classes, segmenter.card.class_names, mode=mode, protocol=protocol, two_fold=two_fold
+    )
     statistics = ReadStatistics()
     with BagReader(bag) as reader:
         semantic = semantic_ground_truth(segmenter, reader, label_map)
@@ -105,7 +109,9 @@ def evaluate_bag(
         metrics = accumulator.compute()
         metrics["overhead"] = _overhead_summary(accumulator)
         metrics["bag"] = _bag_section(reader, statistics, slop_s, queue_size, write_outputs)
-    add_run_settings(metrics, segmenter, started, batch_size=batch_size, mode=mode)
+    add_run_settings(
+        metrics, segmenter, started, batch_size=batch_size, mode=mode, protocol=protocol, two_fold=two_fold
+    )
     semantic.record(metrics)
     written = write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     _append_bag_section(written["report"], cast(dict, jsonable(metrics)))

@@ -23,7 +23,7 @@ from openset_perception.bags.pairing import NANOSECONDS, PairedFrame, StampPaire
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, decode_depth, image_to_numpy
-from openset_perception.metrics import AccumulatorMode
+from openset_perception.metrics import AccumulatorMode, Protocol
 
 LOGGER = logging.getLogger(__name__)
 SCORE, SEMANTIC, OPEN_SET = "anomaly_score", "semantic", "open_set"
@@ -43,8 +43,12 @@ class LiveEvaluation:
         slop_s: float = 0.05,
         queue_size: int = 50,
         mode: AccumulatorMode = "binned",
+        protocol: Protocol = "pooled",
+        two_fold: bool = False,
     ) -> None:
-        self.accumulator = EvaluationAccumulator(len(class_names), class_names, mode=mode)
+        self.accumulator = EvaluationAccumulator(
+            len(class_names), class_names, mode=mode, protocol=protocol, two_fold=two_fold
+        )
         self.slop_ns = round(slop_s * NANOSECONDS)
         self.queue_size = queue_size
         self._pairers: dict[str, StampPairer] = {}
@@ -52,7 +56,13 @@ class LiveEvaluation:
         self._received: dict[str, int] = {}
         self._first_s: float | None = None
         self._last_s: float | None = None
-        self._settings = {"slop_s": slop_s, "queue_size": queue_size, "mode": mode}
+        self._settings = {
+            "slop_s": slop_s,
+            "queue_size": queue_size,
+            "mode": mode,
+            "protocol": protocol,
+            "two_fold": two_fold,
+        }
 
     def add(self, camera: str, stream: str, message: Any, received_s: float) -> None:
         """One message of ``stream`` (a node output, ``depth``, ``gt/...`` or ``image``) of ``camera``;

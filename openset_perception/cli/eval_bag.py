@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from openset_perception.cli.evaluate import add_label_map_argument, read_label_map
-from openset_perception.cli.main import add_engine_arguments
+from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
 
 # Exit status when the bag was damaged: the report covers what could be read (2 is a usage error).
 EXIT_DAMAGED_BAG = 3
@@ -54,12 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_engine_arguments(parser)
     parser.add_argument("--score-method", metavar="METHOD", help="anomaly score instead of the card's")
-    parser.add_argument(
-        "--exact",
-        action="store_true",
-        help="exact anomaly metrics from every labelled pixel (memory grows with the bag); "
-        "default: constant-memory score histograms",
-    )
+    add_metric_arguments(parser, "the bag")
     add_label_map_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -100,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             slop_s=args.slop,
             queue_size=args.queue_size,
-            mode="exact" if args.exact else "binned",
+            mode=accumulator_mode(args),
+            protocol=args.protocol,
+            two_fold=args.two_fold,
             write_outputs=outputs_bag,
             progress=not args.no_progress,
             title=f"Bag evaluation: {Path(args.checkpoint).name} on {bag.name} ({segmenter.score_method})",

@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the input images are on <cam>/image/compressed (for the end-to-end latency)",
     )
-    parser.add_argument(
-        "--exact", action="store_true", help="exact anomaly metrics (memory grows with the run)"
-    )
+    from openset_perception.cli.main import add_metric_arguments
+
+    add_metric_arguments(parser, "the run")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from openset_perception.cli.main import add_engine_arguments
+from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
 
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
@@ -74,9 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a dataset (anomaly AP / FPR95, mIoU, open-mIoU, latency)",
         description="Run the inference engine over a dataset and write OUT/metrics.json, OUT/report.md "
-        "and PR / ROC / per-distance plots. Anomaly metrics (AP, AUROC, FPR at 95% TPR) pool all "
-        "labelled pixels of the dataset; mIoU needs semantic labels, open-mIoU labels that mark unknown "
-        "pixels (class K or an anomaly mask), per-distance metrics a depth map. Frames that cannot be "
+        "and PR / ROC / per-distance plots. Anomaly metrics (AP, AUROC, FPR at 95% TPR and other operating "
+        "points, best F1) pool all labelled pixels of the dataset (or average per image, --protocol); "
+        "mIoU needs semantic labels, open-mIoU labels that mark unknown pixels "
+        "(class K or an anomaly mask), per-distance metrics a depth map. Frames that cannot be "
         "read are skipped and listed in the report.",
     )
     add_input_arguments(parser)
@@ -86,12 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write every frame's float32 anomaly score map to OUT/scores/<frame>.npy",
     )
-    parser.add_argument(
-        "--exact",
-        action="store_true",
-        help="exact anomaly metrics from every labelled pixel (memory grows with the dataset, about "
-        "5 bytes per pixel); default: constant-memory score histograms, typically within 0.1 points",
-    )
+    add_metric_arguments(parser, "the dataset")
     add_label_map_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -133,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_frames=args.max_frames,
         save_scores=args.save_scores,
-        mode="exact" if args.exact else "binned",
+        mode=accumulator_mode(args),
+        protocol=args.protocol,
+        two_fold=args.two_fold,
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
         label_map=label_map,

@@ -51,6 +51,42 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_metric_arguments(parser: argparse.ArgumentParser, grows_with: str) -> None:
+    """How anomaly metrics are accumulated and which protocols run, for evaluate / eval-bag / eval-live."""
+    accuracy = parser.add_mutually_exclusive_group()
+    accuracy.add_argument(
+        "--exact",
+        action="store_true",
+        help="exact anomaly metrics from every labelled pixel (4 bytes a pixel, memory grows with "
+        f"{grows_with}); default: constant-memory histograms on the observed score range, within 0.01 "
+        "points of exact",
+    )
+    accuracy.add_argument(
+        "--smiyc-compatible",
+        action="store_true",
+        help="quantise like the SegmentMeIfYouCan evaluator (float16 scores, 768 quantile bins per frame) "
+        "to predict its leaderboard numbers",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("pooled", "per-image"),
+        default="pooled",
+        help="pooled: anomaly metrics over all pixels (SMIYC, Fishyscapes); per-image: each frame's metrics "
+        "averaged over frames with both classes (DenseHybrid on StreetHazards); default pooled",
+    )
+    parser.add_argument(
+        "--two-fold",
+        action="store_true",
+        help="also the two-fold open-mIoU: frames alternate between two folds, each fold's TPR-95 threshold "
+        "is applied to the other and the results averaged (frames wait on disk, 6 bytes a pixel)",
+    )
+
+
+def accumulator_mode(args: argparse.Namespace) -> str:
+    """The metric accumulator mode that ``add_metric_arguments``' options select."""
+    return "smiyc" if args.smiyc_compatible else "exact" if args.exact else "binned"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openset-perception",

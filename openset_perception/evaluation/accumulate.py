@@ -11,18 +11,26 @@ Ground-truth rules:
 - Without anomaly ground truth, a frame's anomaly labels come from its semantic labels: 1 where K,
   0 where known, ignore where 255.
 
-In ``binned`` mode the anomaly metrics use fixed-size score histograms, so memory does not grow with the
-number of frames; ``exact`` mode keeps every labelled pixel and equals the one-shot metric functions.
+In ``binned`` mode the anomaly metrics use fixed-size histograms on the observed score range, so memory
+does not grow with the number of frames; ``exact`` mode keeps every labelled pixel (4 bytes each) and
+equals the one-shot metric functions; ``smiyc`` reproduces the SegmentMeIfYouCan evaluator's
+quantisation. ``protocol="per-image"`` averages per-frame anomaly metrics instead of pooling pixels.
+``two_fold`` adds the two-fold open-set protocol (:func:`~openset_perception.metrics.two_fold_open_miou`):
+frames alternate between two folds, kept on disk (score, prediction, label: 6 bytes a pixel) until the
+end, when each fold's TPR-95 threshold is applied to the other.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from openset_perception.metrics import (
+    DEFAULT_BINNED_BITS,
     DEFAULT_DISTANCE_EDGES_M,
     IGNORE_INDEX,
     AccumulatorMode,
@@ -30,16 +38,76 @@ from openset_perception.metrics import (
     ConfusionMatrixAccumulator,
     CurvePoints,
     DistanceBinnedAccumulator,
+    OpenSetImage,
+    Protocol,
     anomaly_labels_from_open_target,
     confusion_matrix,
     miou,
     open_set_metrics,
+    two_fold_open_miou,
 )
 
-ANOMALY_BITS = 20
-# Nine depth ranges with two histograms each: fewer bits keep them at 4 MiB per range.
-DISTANCE_BITS = 18
+# 2**20 bins of two uint32 counts: 8 MiB for the pooled metrics and 8 MiB per depth range (72 MiB for
+# the nine default ranges); the per-distance metrics meet the same accuracy as the pooled ones.
+ANOMALY_BITS = DEFAULT_BINNED_BITS
+DISTANCE_BITS = DEFAULT_BINNED_BITS
 SKIPPED_NAMES_SHOWN = 20
+
+
+class _FoldFrames:
+    """Frames of one two-fold fold on disk (float32 score, uint8 prediction and target), re-iterable."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+
+    def add(self, score: np.ndarray, closed_pred: np.ndarray, target: np.ndarray) -> None:
+        np.savez(
+            self.folder / f"{self.count:07d}.npz",
+            score=np.asarray(score, np.float32),
+            closed_pred=np.asarray(closed_pred, np.uint8),
+            target=np.asarray(target, np.uint8),
+        )
+        self.count += 1
+
+    def __iter__(self) -> Iterator[OpenSetImage]:
+        for index in range(self.count):
+            with np.load(self.folder / f"{index:07d}.npz") as frame:
+                yield OpenSetImage(frame["score"], frame["closed_pred"], frame["target"])
+
+
+class _TwoFold:
+    """Alternates frames between two on-disk folds and runs the two-fold protocol at the end."""
+
+    def __init__(self) -> None:
+        self._directory = tempfile.TemporaryDirectory(prefix="two_fold_")
+        root = Path(self._directory.name)
+        self.folds = []
+        for name in ("a", "b"):
+            (root / name).mkdir()
+            self.folds.append(_FoldFrames(root / name))
+        self._next = 0
+
+    def add(self, score: np.ndarray, closed_pred: np.ndarray, target: np.ndarray) -> None:
+        self.folds[self._next].add(score, closed_pred, target)
+        self._next = 1 - self._next
+
+    def compute(self, num_known: int, mode: AccumulatorMode) -> dict:
+        """Flat ``two_fold_*`` entries for the segmentation section; a reason when folds cannot be used."""
+        try:
+            result = two_fold_open_miou(self.folds[0], self.folds[1], num_known, mode=mode)
+        except ValueError as error:  # a fold without anomaly or inlier pixels has no threshold
+            return {"two_fold_error": str(error)}
+        return {
+            "two_fold_open_miou": result["open_miou"],
+            "two_fold_unknown_iou": result["unknown_iou"],
+            "two_fold_macro_f1": result["macro_f1"],
+            "two_fold_folds": [
+                {key: fold[key] for key in ("calibration_fold", "evaluation_fold", "threshold", "n_images")}
+                | {key: fold[key] for key in ("open_miou", "unknown_iou", "macro_f1")}
+                for fold in result["folds"]
+            ],
+        }
 
 
 class EvaluationAccumulator:
@@ -51,14 +119,23 @@ class EvaluationAccumulator:
         class_names: Sequence[str],
         depth_edges: Sequence[float] = DEFAULT_DISTANCE_EDGES_M,
         mode: AccumulatorMode = "binned",
+        protocol: Protocol = "pooled",
+        two_fold: bool = False,
     ) -> None:
         if len(class_names) != num_known:
             raise ValueError(f"{len(class_names)} class names for {num_known} known classes")
         self.num_known = num_known
         self.class_names = list(class_names)
         self.mode = mode
-        self.anomaly = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS)
-        self.per_distance = DistanceBinnedAccumulator(tuple(depth_edges), mode=mode, bits=DISTANCE_BITS)
+        self.protocol = protocol
+        self.per_distance = DistanceBinnedAccumulator(
+            tuple(depth_edges), mode=mode, bits=DISTANCE_BITS, protocol=protocol
+        )
+        # Exact pooled metrics read the depth ranges' stored scores too, so each pixel is stored once:
+        # this accumulator then holds only the pixels outside every depth range.
+        self._shares_distance_pixels = mode == "exact" and protocol == "pooled"
+        self._pooled_rest = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS, protocol=protocol)
+        self.two_fold = _TwoFold() if two_fold else None
         self.closed_confusion = ConfusionMatrixAccumulator(num_known)
         self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
         self.latency_ms: dict[str, list[float]] = {}
@@ -114,13 +191,26 @@ class EvaluationAccumulator:
             self.closed_confusion.matrix += closed
         if open_set is not None:
             self.open_confusion.matrix += open_set
+        if self.two_fold is not None and open_target is not None and semantic_pred is not None:
+            self.two_fold.add(score, semantic_pred, open_target)
         if labels is not None:
             self.counts["with_anomaly_gt"] += 1
-            self.anomaly.update(score, labels)
+            outside_ranges = labels
+            if depth is not None:
+                self.per_distance.update(score, labels, depth)
+                if self._shares_distance_pixels:
+                    in_range = self.per_distance.bins.assign(depth) >= 0
+                    outside_ranges = np.where(in_range, np.asarray(IGNORE_INDEX, np.uint8), labels)
+            self._pooled_rest.update(score, outside_ranges)
         if depth is not None:
             self.counts["with_depth"] += 1
-            if labels is not None:
-                self.per_distance.update(score, labels, depth)
+
+    @property
+    def anomaly(self) -> AnomalyMetricAccumulator:
+        """The pooled anomaly metrics over every frame's labelled pixels."""
+        if self._shares_distance_pixels:
+            return self._pooled_rest.combined(self.per_distance.accumulators)
+        return self._pooled_rest
 
     def add_latency(self, timings_ms: Mapping[str, float]) -> None:
         """Record one inference call's stage timings; a ``total`` stage sums them."""
@@ -149,15 +239,20 @@ class EvaluationAccumulator:
         }
 
     def curves(self, max_points: int = 1000) -> CurvePoints | None:
-        """PR / ROC points for the plots, or None without both anomaly and inlier pixels."""
-        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+        """PR / ROC points for the plots; None without both anomaly and inlier pixels or per image."""
+        anomaly = self.anomaly
+        if not (anomaly.n_pos and anomaly.n_neg) or self.protocol != "pooled":
             return None
-        return self.anomaly.curves(max_points)
+        return anomaly.curves(max_points)
 
     def _anomaly(self) -> dict | None:
-        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+        anomaly = self.anomaly
+        if not (anomaly.n_pos and anomaly.n_neg):
             return None
-        return self.anomaly.compute()
+        try:
+            return anomaly.compute()
+        except ValueError:  # per image: no single image has both classes
+            return None
 
     def _segmentation(self) -> dict | None:
         if not self.counts["with_semantic_gt"]:
@@ -174,6 +269,8 @@ class EvaluationAccumulator:
             section["macro_f1"] = open_set["macro_f1"]
             for key in ("per_class_open_iou", "per_class_f1"):
                 section[key] = dict(zip(self.class_names, open_set[key], strict=True))
+        if self.two_fold is not None and self.counts["unknown_gt_pixels"]:
+            section.update(self.two_fold.compute(self.num_known, self.mode))
         return section or None
 
     def _per_distance(self) -> list[dict] | None:

@@ -7,10 +7,7 @@ flagged, at least ``tpr`` of the calibration set's anomaly pixels become unknown
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-import numpy as np
 
 from openset_perception.checkpoint import load_checkpoint, save_checkpoint
 from openset_perception.data.sample import Dataset
@@ -34,10 +31,7 @@ def threshold_at_tpr(accumulator: AnomalyMetricAccumulator, tpr: float) -> tuple
             f"calibration needs anomaly and inlier pixels, got {accumulator.n_pos} anomaly and "
             f"{accumulator.n_neg} inlier pixels"
         )
-    points = accumulator.curves(max_points=sys.maxsize)
-    # TPR ends at exactly 1, so a point reaching the target always exists.
-    first = int(np.argmax(points.tpr >= tpr))
-    return float(points.thresholds[first]), float(points.tpr[first]), float(points.fpr[first])
+    return accumulator.at_tpr(tpr)
 
 
 def calibrate_threshold(
@@ -52,7 +46,7 @@ def calibrate_threshold(
     """Pick the open-set threshold at ``tpr`` on ``dataset``; returns (threshold, calibration metrics).
 
     Anomaly labels come from the anomaly ground truth or, without it, from semantic label K. In
-    ``binned`` mode the threshold is a histogram bin edge, which reproduces its operating point exactly.
+    ``binned`` mode the threshold is a bin edge, which reproduces its operating point exactly.
     Raises :class:`CalibrationError` when the data has no anomaly or no inlier pixels.
     """
     if not 0.0 < tpr <= 1.0:

@@ -24,7 +24,7 @@ from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.label_map import LabelMap, SemanticGroundTruth
 from openset_perception.evaluation.report import jsonable, write_report
-from openset_perception.metrics import AccumulatorMode
+from openset_perception.metrics import AccumulatorMode, Protocol
 
 LOGGER = logging.getLogger(__name__)
 SCORES_DIR = "scores"
@@ -157,17 +157,22 @@ def evaluate_dataset(
     progress: bool = True,
     title: str = "Evaluation report",
     label_map: LabelMap | None = None,
+    protocol: Protocol = "pooled",
+    two_fold: bool = False,
 ) -> dict:
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
     ``save_scores`` writes each frame's float32 score map to ``out_dir/scores/<name>.npy``; ``mode``
-    picks exact or binned (constant memory) anomaly metrics; ``progress`` shows a progress bar;
+    picks exact, binned (constant memory) or SMIYC-compatible anomaly metrics, ``protocol`` pooled or
+    per-image averages, ``two_fold`` adds the two-fold open-mIoU; ``progress`` shows a progress bar;
     ``label_map`` maps the dataset's semantic ids to the model's (:mod:`.label_map`).
     :func:`summary_line` turns the result into a one-line summary.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    accumulator = EvaluationAccumulator(
+        segmenter.num_classes, segmenter.card.class_names, mode=mode, protocol=protocol, two_fold=two_fold
+    )
     semantic = semantic_ground_truth(segmenter, dataset, label_map)
     run_frames(
         segmenter,
@@ -180,7 +185,16 @@ def evaluate_dataset(
         semantic=semantic,
     )
     metrics = accumulator.compute()
-    add_run_settings(metrics, segmenter, started, batch_size=batch_size, max_frames=max_frames, mode=mode)
+    add_run_settings(
+        metrics,
+        segmenter,
+        started,
+        batch_size=batch_size,
+        max_frames=max_frames,
+        mode=mode,
+        protocol=protocol,
+        two_fold=two_fold,
+    )
     semantic.record(metrics)
     write_report(metrics, out_dir, curves=accumulator.curves(), title=title)
     return cast(dict, jsonable(metrics))
@@ -222,6 +236,7 @@ def summary_line(metrics: dict, out_dir: str | Path) -> str:
             ("FPR95", anomaly, "fpr95"),
             ("mIoU", segmentation, "miou"),
             ("open-mIoU", segmentation, "open_miou"),
+            ("two-fold open-mIoU", segmentation, "two_fold_open_miou"),
         )
         if source.get(key) is not None
     ]

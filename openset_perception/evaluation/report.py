@@ -4,9 +4,11 @@ The metrics dict has only optional sections; missing values are None, rates are 
 (the Markdown shows them as percentages)::
 
     {
-      "anomaly": {"ap", "auroc", "fpr95", "threshold_at_tpr95", "n_pos", "n_neg"}
+      "anomaly": {"ap", "auroc", "fpr95", "threshold_at_tpr95", "fpr_at_tpr80" ... "fpr_at_tpr99",
+                  "tpr_at_fpr1", "tpr_at_fpr5", "best_f1", "best_f1_threshold", "n_pos", "n_neg",
+                  per image also "n_images", "images_without_both_classes"}
                  or {score_name: {same keys}, ...} to compare several scores,
-      "segmentation": {"miou", "open_miou", "unknown_iou", "macro_f1", ...other scalars,
+      "segmentation": {"miou", "open_miou", "unknown_iou", "macro_f1", "two_fold_open_miou", ...scalars,
                        "per_class_iou": {class_name: iou} or [iou, ...],
                        "per_class_open_iou": same form as per_class_iou},
       "per_distance": [{"range_m": [low, high], "ap", "auroc", "fpr95", "n_pos", "n_neg"}, ...],
@@ -30,14 +32,22 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from openset_perception.atomic import atomic_write, atomic_write_text
-from openset_perception.metrics import CurvePoints
+from openset_perception.metrics import FPR_AT_TPR, TPR_AT_FPR, CurvePoints
 
 ANOMALY_KEYS = ("ap", "auroc", "fpr95")
+OPERATING_POINT_COLUMNS = {
+    **{f"fpr_at_tpr{round(100 * tpr)}": f"FPR @ TPR {round(100 * tpr)} (%)" for tpr in FPR_AT_TPR},
+    **{f"tpr_at_fpr{round(100 * fpr)}": f"TPR @ FPR {round(100 * fpr)} (%)" for fpr in TPR_AT_FPR},
+    "best_f1": "best F1 (%)",
+}
 SEGMENTATION_NAMES = {
     "miou": "mIoU",
     "open_miou": "open-mIoU",
     "unknown_iou": "open-IoU of the unknown class",
     "macro_f1": "macro F1",
+    "two_fold_open_miou": "two-fold open-mIoU",
+    "two_fold_unknown_iou": "two-fold open-IoU of the unknown class",
+    "two_fold_macro_f1": "two-fold macro F1",
 }
 PER_CLASS_KEYS = {"per_class_iou": "IoU (%)", "per_class_open_iou": "open-IoU (%)"}
 
@@ -101,7 +111,25 @@ def _anomaly_section(anomaly: Mapping) -> list[str]:
         for name, metrics in _scores_by_name(anomaly).items()
     ]
     header = ["score", "AP (%)", "AUROC (%)", "FPR95 (%)", "threshold @ TPR 95", "anomaly px", "inlier px"]
-    return ["## Anomaly detection", "", *_table(header, rows)]
+    lines = ["## Anomaly detection", "", *_table(header, rows)]
+    # Reports written before these operating points existed have none of their keys.
+    scores = {name: metrics for name, metrics in _scores_by_name(anomaly).items() if "best_f1" in metrics}
+    if scores:
+        point_rows = [
+            [
+                name,
+                *(_percent(metrics.get(key)) for key in OPERATING_POINT_COLUMNS),
+                _number(metrics.get("best_f1_threshold")),
+            ]
+            for name, metrics in scores.items()
+        ]
+        lines += _table(["score", *OPERATING_POINT_COLUMNS.values(), "threshold @ best F1"], point_rows)
+    per_image = [
+        metrics["n_images"] for metrics in _scores_by_name(anomaly).values() if "n_images" in metrics
+    ]
+    if per_image:
+        lines += [f"Averaged per image over {per_image[0]} images with both anomaly and inlier pixels.", ""]
+    return lines
 
 
 def _per_class_by_name(values: Mapping | Sequence) -> dict[str, float | None]:

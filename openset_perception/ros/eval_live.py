@@ -94,9 +94,16 @@ class EvalLiveNode(Node):
 
 def run(args: argparse.Namespace, ros_args: list[str]) -> dict:
     """Spin until idle or Ctrl-C, then write the report to ``args.out``; returns the metrics."""
+    from openset_perception.cli.main import accumulator_mode
+
     card = read_model_card(args.checkpoint)
     evaluation = LiveEvaluation(
-        card.class_names, args.slop, args.queue_size, mode="exact" if args.exact else "binned"
+        card.class_names,
+        args.slop,
+        args.queue_size,
+        mode=accumulator_mode(args),
+        protocol=args.protocol,
+        two_fold=args.two_fold,
     )
     cameras = tuple(args.cameras or DEFAULT_CAMERAS)
     rclpy.init(args=["eval_live", *ros_args])
