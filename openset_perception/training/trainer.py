@@ -2,9 +2,10 @@
 
 Reproducible and resumable: every random choice (data order, crops, negatives, pasting positions,
 flow latents) is drawn from generators seeded by (seed, epoch, step/index), and the full training
-state is written atomically at the end of every epoch. A run killed mid-epoch and resumed with
-``resume=True`` repeats the interrupted epoch from its start and ends with the same weights as an
-uninterrupted run. Validation and threshold calibration use the inference engine, the same code
+state is written atomically at the end of every epoch, every ``save_every_steps`` steps and when
+SIGINT/SIGTERM asks the run to stop. ``resume=True`` continues from the step after the last saved
+one and ends with the same weights as an uninterrupted run; a run killed without a chance to save
+repeats the steps since its last save. Validation and threshold calibration use the inference engine, the same code
 path the ROS node runs.
 """
 
@@ -14,6 +15,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +58,47 @@ LAST_CHECKPOINT = "last.safetensors"
 FINAL_CHECKPOINT = "model.safetensors"
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run after a step; its state was saved and ``--resume`` continues it."""
+
+    def __init__(self, epoch: int, step: int, epochs: int, steps_per_epoch: int, state_file: Path) -> None:
+        super().__init__(
+            f"stopped after step {step}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}; "
+            f"training state saved to {state_file}"
+        )
+        self.state_file = state_file
+
+
+class _StopRequests:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: saving the training state after this step "
+            "(send it again to stop at once, losing the steps since the last save)",
+            flush=True,
+        )
 
 
 @dataclass
@@ -194,6 +238,9 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.writer = None
         self.start_epoch = 0
+        self.start_step = 0  # steps of start_epoch already done (a run saved mid-epoch)
+        self.partial_totals: dict[str, float] = {}  # their summed losses
+        self.elapsed_before = 0.0  # seconds spent by the run before it was resumed
         self.history: list[dict] = []
 
     def _trainable_groups(self) -> list[dict]:
@@ -232,9 +279,13 @@ class Trainer:
                 module.eval()
 
     # --- state -----------------------------------------------------------------------------------
-    def _save_state(self, epoch: int) -> None:
+    def _save_state(self, epoch: int, step: int, totals: dict[str, float], elapsed: float) -> None:
+        """Everything needed to continue after ``step`` finished steps of ``epoch``."""
         state = {
             "epoch": epoch,
+            "step": step,
+            "epoch_totals": json.dumps(totals),
+            "elapsed_s": elapsed,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -263,11 +314,19 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"].cpu())
         if self.flow is not None:
             self.flow.load_state_dict(state["flow"])
-        self.start_epoch = int(state["epoch"]) + 1
-        LOGGER.info("resumed from %s after epoch %d", path, self.start_epoch)
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        epoch, step = int(state["epoch"]), int(state.get("step", self.steps_per_epoch))
+        if step >= self.steps_per_epoch:
+            self.start_epoch, self.start_step = epoch + 1, 0
+            LOGGER.info("resumed from %s after epoch %d", path, epoch + 1)
+        else:
+            self.start_epoch, self.start_step = epoch, step
+            self.partial_totals = json.loads(state["epoch_totals"])
+            LOGGER.info("resumed from %s at step %d of epoch %d", path, step + 1, epoch + 1)
 
     # --- loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_step: StepCallback | None = None) -> TrainResult:
+        """Train to ``config.epochs``; raises :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM."""
         started = time.perf_counter()
         if resume:
             self._load_state()
@@ -275,31 +334,44 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        resumed = self.start_epoch > 0 or self.start_step > 0
         if self.flow is not None:
-            self.flow.prepare(self.train_set, self.device, self.run_dir, resume=self.start_epoch > 0)
-        for epoch in range(self.start_epoch, self.config.epochs):
-            losses = self._train_epoch(epoch, on_step)
-            self.scheduler.step()
-            metrics = self._validate(epoch) if self.is_main else {}
-            self.history.append({"epoch": epoch, "loss": losses, "val": _summary(metrics)})
-            if self.is_main:
-                self._save_state(epoch)
-            if self.world_size > 1:
-                dist.barrier()
+            self.flow.prepare(self.train_set, self.device, self.run_dir, resume=resumed)
+
+        def elapsed() -> float:
+            return self.elapsed_before + time.perf_counter() - started
+
+        try:
+            with _StopRequests() as stop:
+                for epoch in range(self.start_epoch, self.config.epochs):
+                    losses = self._train_epoch(epoch, on_step, stop, elapsed)
+                    self.scheduler.step()
+                    metrics = self._validate(epoch) if self.is_main else {}
+                    self.history.append({"epoch": epoch, "loss": losses, "val": _summary(metrics)})
+                    if self.is_main:
+                        self._save_state(epoch, self.steps_per_epoch, {}, elapsed())
+                    if self.world_size > 1:
+                        dist.barrier()
+                    if epoch + 1 < self.config.epochs and self._all_ranks_agree(stop.requested):
+                        raise TrainingInterrupted(
+                            epoch, self.steps_per_epoch, self.config.epochs, self.steps_per_epoch,
+                            self.run_dir / STATE_FILE,
+                        )
+        finally:
+            if self.writer is not None:
+                self.writer.close()
         final = self._finish() if self.is_main else self.run_dir / FINAL_CHECKPOINT
-        if self.writer is not None:
-            self.writer.close()
-        seconds = time.perf_counter() - started
+        seconds = elapsed()
         last = self.history[-1]["val"] if self.history else {}
         if self.is_main:
-            _print_summary(self.config, self.history, final, seconds)
+            _print_summary(self.config, self.history, final, seconds, self.card.threshold)
         return TrainResult(final, len(self.history), last, seconds)
 
-    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, epoch: int, first_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch = self.config.data.batch_size
         total = self.steps_per_epoch * batch * self.world_size
         indices = _epoch_indices(len(self.crops), total, self.config.seed, epoch)
-        indices = indices[self.rank :: self.world_size]
+        indices = indices[self.rank :: self.world_size][first_step * batch :]
         self.crops.epoch = epoch
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.crops, indices.tolist()),
@@ -311,17 +383,22 @@ class Trainer:
         )
         yield from loader
 
-    def _train_epoch(self, epoch: int, on_step: StepCallback | None) -> dict[str, float]:
+    def _train_epoch(
+        self, epoch: int, on_step: StepCallback | None, stop: _StopRequests, elapsed: Callable[[], float]
+    ) -> dict[str, float]:
         self._set_train_mode()
-        totals: dict[str, float] = {}
+        first = self.start_step if epoch == self.start_epoch else 0
+        totals = dict(self.partial_totals) if first else {}
         bar = tqdm(
-            self._batches(epoch),
+            self._batches(epoch, first),
             total=self.steps_per_epoch,
+            initial=first,
             desc=f"epoch {epoch + 1}/{self.config.epochs}",
             disable=not self.is_main,
             leave=False,
         )
-        for step, (images, labels) in enumerate(bar):
+        every = self.config.save_every_steps
+        for step, (images, labels) in enumerate(bar, start=first):
             rng = np.random.default_rng([self.config.seed, epoch, step, self.rank])
             parts = self._train_step(images.to(self.device), labels.to(self.device), rng)
             for key, value in parts.items():
@@ -333,7 +410,26 @@ class Trainer:
                     self.writer.add_scalar(f"train/{key}", value, global_step)
             if on_step is not None:
                 on_step(epoch, step, parts)
+            done = step + 1
+            if done == self.steps_per_epoch:
+                break
+            stopping = self._all_ranks_agree(stop.requested)
+            if self.is_main and (stopping or (every and done % every == 0)):
+                self._save_state(epoch, done, totals, elapsed())
+            if stopping:
+                bar.close()
+                raise TrainingInterrupted(
+                    epoch, done, self.config.epochs, self.steps_per_epoch, self.run_dir / STATE_FILE
+                )
         return {k: v / self.steps_per_epoch for k, v in totals.items()}
+
+    def _all_ranks_agree(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop, so that every rank stops after the same step."""
+        if self.world_size == 1:
+            return requested
+        flag = torch.tensor([1.0 if requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _train_step(
         self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
@@ -379,7 +475,8 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------------------------
     def _segmenter(self) -> Segmenter:
-        return Segmenter(self.model, self.card, device=self.device)
+        # Before calibration there is no threshold to warn about: validation reports the threshold-free metrics.
+        return Segmenter(self.model, self.card, device=self.device, warn_uncalibrated=False)
 
     def _validate(self, epoch: int) -> dict:
         if self.val_set is None:
@@ -398,10 +495,12 @@ class Trainer:
                 if value is not None:
                     self.writer.add_scalar(f"val/{key}", value, epoch)
         summary = _summary(metrics)
+        if self.card.threshold is None:
+            summary.pop("open_miou")  # every pixel is 'known' until calibration: it would repeat mIoU
         LOGGER.info(
             "epoch %d validation: %s",
             epoch + 1,
-            ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if v is not None),
+            ", ".join(_percent(k, v) for k, v in summary.items() if v is not None),
         )
         return metrics
 
@@ -460,10 +559,22 @@ def _jsonable(config: TrainConfig) -> dict:
     return json.loads(config.model_dump_json())
 
 
-def _print_summary(config: TrainConfig, history: list[dict], checkpoint: Path, seconds: float) -> None:
+def _print_summary(
+    config: TrainConfig, history: list[dict], checkpoint: Path, seconds: float, threshold: float | None
+) -> None:
     last = history[-1]["val"] if history else {}
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if v is not None) or "no validation split"
-    print(
-        f"training '{config.name}' ({config.stage}) finished: {len(history)} epochs, {seconds / 60:.1f} min; "
-        f"final validation: {shown}; checkpoint: {checkpoint}"
+    shown = ", ".join(_percent(k, v) for k, v in last.items() if v is not None) or "no validation split"
+    epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
+    calibrated = (
+        f"calibrated threshold {threshold:.6g} (TPR {config.calibrate_tpr:.0%})"
+        if threshold is not None
+        else "no calibrated threshold (closed-set stage or no validation split)"
     )
+    print(
+        f"training '{config.name}' ({config.stage}) finished: {epochs}, {seconds / 60:.1f} min in all; "
+        f"final validation: {shown}; {calibrated}; checkpoint: {checkpoint}"
+    )
+
+
+def _percent(name: str, value: float) -> str:
+    return f"{name} {100 * value:.2f}%"
