@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Closed-set training, DenseHybrid fine-tuning on mixed-content images (real, procedural or "
             "flow-generated negatives) or MOoSe probe training, as the config's 'stage' says. Writes "
-            "<output_dir>/<name>/: last.safetensors and train_state.pt every epoch (and every save_every_steps "
-            "steps, and on Ctrl-C/SIGTERM after the current step), validation reports, "
+            "<output_dir>/<name>/: last.safetensors and train_state.pt every epoch (also every "
+            "save_every_steps steps, and on Ctrl-C/SIGTERM after the current step), validation reports, "
             "TensorBoard logs, and model.safetensors with the calibrated threshold at the end. "
             "Multi-GPU: torchrun --nproc_per_node N $(which openset-perception) train --config ..."
         ),
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         Trainer(config).fit(resume=args.resume)
     except TrainingInterrupted as stopped:
-        resume = " ".join(["openset-perception train --config", args.config, *(f"--set {s}" for s in args.set)])
+        overrides = [f"--set {pair}" for pair in args.set]
+        resume = " ".join(["openset-perception train --config", args.config, *overrides])
         print(f"openset-perception train: {stopped}; continue with: {resume} --resume", file=sys.stderr)
         return 130
     return 0

@@ -100,7 +100,7 @@ class TrainConfig(StrictModel):
     stage: Literal["closed_set", "densehybrid", "moose_probes"] = "closed_set"
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)  # default: one pass over the training set
-    # Also save the training state every N steps inside an epoch (0: only at epoch ends and on SIGINT/SIGTERM).
+    # Also save the training state every N steps inside an epoch (0: epoch ends and SIGINT/SIGTERM only).
     save_every_steps: int = Field(0, ge=0)
     device: str = "auto"
     amp: bool = True  # autocast + grad scaling on CUDA; ignored on the CPU

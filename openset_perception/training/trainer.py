@@ -5,8 +5,8 @@ flow latents) is drawn from generators seeded by (seed, epoch, step/index), and 
 state is written atomically at the end of every epoch, every ``save_every_steps`` steps and when
 SIGINT/SIGTERM asks the run to stop. ``resume=True`` continues from the step after the last saved
 one and ends with the same weights as an uninterrupted run; a run killed without a chance to save
-repeats the steps since its last save. Validation and threshold calibration use the inference engine, the same code
-path the ROS node runs.
+repeats the steps since its last save. Validation and threshold calibration use the inference
+engine, the same code path the ROS node runs.
 """
 
 from __future__ import annotations
@@ -475,7 +475,7 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------------------------
     def _segmenter(self) -> Segmenter:
-        # Before calibration there is no threshold to warn about: validation reports the threshold-free metrics.
+        # Before calibration there is no threshold to warn about; validation logs threshold-free metrics.
         return Segmenter(self.model, self.card, device=self.device, warn_uncalibrated=False)
 
     def _validate(self, epoch: int) -> dict:
