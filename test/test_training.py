@@ -181,3 +181,39 @@ def test_resumed_summary_counts_the_whole_run(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "1 epoch," in out and "1 epochs" not in out
     assert "10." in out.split("finished:")[1]  # "10.x min in all"
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("epoch", "epochs"), ("optimizer.lr_heads", "lr_head"), ("data.train.num_frame", "num_frames")],
+)
+def test_misspelt_key_gets_the_nearest_suggestion(key: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: unknown key \(did you mean '{suggestion}'\?\)"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {key: 1})
+
+
+def test_unrelated_unknown_key_gets_no_guess() -> None:
+    with pytest.raises(ConfigError, match=r"zzzz: unknown key$"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {"zzzz": 1})
+
+
+def test_missing_init_checkpoint_names_the_key_and_the_stage_that_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)  # the hint names config/train/<run>.yaml as a user would type it
+    config = load_train_config(REPO / "config/train/streets_noise_negatives.yaml")
+    config.model.init_checkpoint = tmp_path / "streets_closed" / "model.safetensors"
+    config.output_dir = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError) as error:
+        Trainer(config)
+    message = str(error.value)
+    assert message.startswith("model.init_checkpoint: checkpoint not found")
+    assert "openset-perception train --config config/train/streets_closed.yaml" in message
+
+
+def test_missing_dataset_root_names_the_key(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path)
+    config.data.train.name = "folder"
+    config.data.train.root = tmp_path / "absent"
+    with pytest.raises(FileNotFoundError, match=r"^data\.train\.root: dataset root .*absent does not exist"):
+        Trainer(config)

@@ -109,8 +109,11 @@ class TrainResult:
     seconds: float
 
 
-def open_training_dataset(spec: DatasetConfig, anomalies: bool = False):
-    """Registry datasets by name; procedural streets without a root are generated on the fly."""
+def open_training_dataset(spec: DatasetConfig, anomalies: bool = False, key: str = "data.train"):
+    """Registry datasets by name; procedural streets without a root are generated on the fly.
+
+    ``key`` is the config section of ``spec``, named in the errors.
+    """
     if spec.name == "synthetic_streets" and spec.root is None:
         stream = split_stream(spec.split or "train")
         return SyntheticStreets(
@@ -122,7 +125,9 @@ def open_training_dataset(spec: DatasetConfig, anomalies: bool = False):
             stream=stream,
         )
     if spec.root is None:
-        raise FileNotFoundError(f"dataset '{spec.name}' needs a root folder (data.*.root)")
+        raise FileNotFoundError(f"{key}.root: dataset '{spec.name}' needs a root folder")
+    if not Path(spec.root).exists():
+        raise FileNotFoundError(f"{key}.root: dataset root {spec.root} does not exist")
     return open_dataset(spec.name, spec.root, spec.split)
 
 
@@ -177,7 +182,7 @@ class Trainer:
 
         self.train_set = open_training_dataset(config.data.train)
         val_spec = config.data.val
-        self.val_set = open_training_dataset(val_spec, anomalies=True) if val_spec else None
+        self.val_set = open_training_dataset(val_spec, anomalies=True, key="data.val") if val_spec else None
         if len(self.train_set) == 0:
             raise ValueError(f"training dataset '{config.data.train.name}' is empty")
         info = self.train_set.info
@@ -531,6 +536,8 @@ def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
     """Start from a checkpoint's weights; probe heads absent from it start fresh."""
     from openset_perception.checkpoint import CheckpointError, load_weights, read_model_card
 
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_checkpoint: checkpoint not found: {path}{_written_by(path)}")
     read_model_card(path)  # validates the file and names the problem if it is not a checkpoint
     state = load_file(str(path), device="cpu")
     expected = model.state_dict()
@@ -541,6 +548,14 @@ def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
         load_weights(model, state, source=str(path))
     except CheckpointError as error:
         raise CheckpointError(f"init_checkpoint does not fit model: {error}") from None
+
+
+def _written_by(checkpoint: Path) -> str:
+    """A hint naming the training config whose run writes ``checkpoint`` (runs/<name>/...), if one exists."""
+    config = Path("config/train") / f"{checkpoint.parent.name}.yaml"
+    if not config.is_file():
+        return ""
+    return f"; train that stage first: openset-perception train --config {config}"
 
 
 def _summary(metrics: dict) -> dict[str, float | None]:
