@@ -134,5 +134,6 @@ def test_a_broken_readme_command_fails(tmp_path: Path) -> None:
     # The data a later command needs is no longer made first: the README test must notice.
     readme = README.read_text()
     broken = readme.replace("openset-perception make-streets", "# openset-perception make-streets")
+    assert broken != readme
     with pytest.raises(AssertionError, match="README command failed"):
         run_readme(broken, tmp_path)
