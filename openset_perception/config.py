@@ -6,6 +6,8 @@ a missing required value fails at start with a message naming the key path (``op
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,25 +48,45 @@ def validate_config(data: dict, schema: type[SchemaT], source: str = "config") -
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(error, schema)}") from None
 
 
-def describe_validation_error(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError, schema: type[BaseModel] | None = None) -> str:
     """Every problem as ``key.path: what is wrong (got value)``, joined by "; "."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_describe(e)}" for e in error.errors()
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {_describe(e, schema)}" for e in error.errors()
     )
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, schema: type[BaseModel] | None) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        *parents, leaf = error["loc"]
+        known = _keys_at(schema, parents) if schema is not None else []
+        close = difflib.get_close_matches(str(leaf), known, n=1, cutoff=0.6)
+        return f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key"
     if error["type"] == "missing":
         return "required key is missing"
     got = repr(error.get("input"))
     if len(got) > _MAX_SHOWN_INPUT:  # a card or config may hold megabytes in one value
         got = got[:_MAX_SHOWN_INPUT] + "..."
     return f"{error['msg']} (got {got})"
+
+
+def _keys_at(schema: type[BaseModel], path: list) -> list[str]:
+    """The keys a schema accepts at a key path (through nested sections and optional ones)."""
+    model: object = schema
+    for key in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or key not in fields:
+            return []
+        model = _model_in(fields[key].annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_in(annotation: object) -> object:
+    """The pydantic model inside ``Model | None`` (or the annotation itself)."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), annotation)
 
 
 def _set_dotted(data: dict, dotted: str, value: object) -> None:

@@ -82,6 +82,7 @@ class Segmenter:
         card: ModelCard,
         device: str | torch.device = "auto",
         precision: str = "fp32",
+        warn_uncalibrated: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -94,7 +95,7 @@ class Segmenter:
         self.score_temperature = card.score_temperature
         self.threshold = card.threshold if card.threshold is not None else math.inf
         self.depth_bins = DepthBins()
-        if card.threshold is None:
+        if card.threshold is None and warn_uncalibrated:
             LOGGER.warning("model card has no calibrated threshold: no pixel will be labelled unknown")
 
     @classmethod

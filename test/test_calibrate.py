@@ -105,11 +105,10 @@ def test_write_calibrated_checkpoint_keeps_weights_and_metrics(tmp_path: Path) -
     save_checkpoint(source, make_tiny_model(card, seed=3), card)
     target = tmp_path / "calibrated.safetensors"
 
-    write_calibrated_checkpoint(
-        source, target, -3.25, 0.9, {"threshold": -3.25, "fpr": 0.1}, score_method="msp"
-    )
+    write_calibrated_checkpoint(source, target, -3.25, 0.9, {"threshold": -3.25, "fpr": 0.1})
     calibrated = read_model_card(target)
-    assert (calibrated.threshold, calibrated.threshold_tpr, calibrated.score_method) == (-3.25, 0.9, "msp")
+    assert (calibrated.threshold, calibrated.threshold_tpr) == (-3.25, 0.9)
+    assert calibrated.score_method == card.score_method
     assert calibrated.metrics == {"validation": {"ap": 0.5}, "calibration": {"threshold": -3.25, "fpr": 0.1}}
     assert read_model_card(source).threshold is None
     source_model, _ = load_checkpoint(source)
@@ -119,6 +118,59 @@ def test_write_calibrated_checkpoint_keeps_weights_and_metrics(tmp_path: Path) -
     ):
         assert torch.equal(expected, actual), name
     assert Segmenter.from_checkpoint(target, device="cpu").threshold == -3.25
+
+
+def test_recalibration_marks_what_it_invalidates(tmp_path: Path) -> None:
+    before = {
+        "validation": {"ap": 0.5, "miou": 0.7, "open_miou": 0.6},
+        "test": {"ap": 0.4, "open_miou": 0.55, "open_set_threshold": 1.5, "dataset": "held-out"},
+        "calibration": {"threshold": 1.5},
+    }
+    card = make_tiny_card(threshold=1.5, metrics=before)
+    source = tmp_path / "source.safetensors"
+    save_checkpoint(source, make_tiny_model(card, seed=3), card)
+
+    same_score = tmp_path / "same.safetensors"
+    write_calibrated_checkpoint(source, same_score, 2.0, 0.9, {"threshold": 2.0}, data={"dataset": "folder"})
+    metrics = read_model_card(same_score).metrics
+    assert metrics["validation"] == {"ap": 0.5, "miou": 0.7}  # threshold-free values stay
+    assert metrics["test"] == {"ap": 0.4, "dataset": "held-out"}
+    assert metrics["calibration"] == {"threshold": 2.0, "data": {"dataset": "folder"}}
+    assert metrics["superseded"]["validation"] == {"open_miou": 0.6}
+    assert metrics["superseded"]["test"] == {"open_miou": 0.55, "open_set_threshold": 1.5}
+    assert "previous threshold" in metrics["superseded"]["reason"]
+
+    other_score = tmp_path / "other.safetensors"
+    write_calibrated_checkpoint(same_score, other_score, -3.0, 0.9, {"threshold": -3.0}, score_method="msp")
+    metrics = read_model_card(other_score).metrics
+    assert set(metrics) == {"calibration", "superseded"}  # nothing measured with the old score remains
+    assert metrics["superseded"]["validation"] == {"ap": 0.5, "miou": 0.7}
+    assert "score method changed" in metrics["superseded"]["reason"]
+
+
+def test_info_shows_every_metric_section_in_percent(tmp_path: Path, capsys) -> None:
+    metrics = {"validation": {"ap": 0.5}, "test": {"ap": 0.8422, "fpr95": 0.0073, "dataset": "held-out"}}
+    card = make_tiny_card(threshold=1.5, threshold_tpr=0.95, metrics=metrics)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, make_tiny_model(card, seed=3), card)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "TPR 95.00%" in out
+    assert "validation:   ap 50.00%" in out
+    assert "test:         ap 84.22%, fpr95 0.73%, dataset held-out" in out
+
+
+def test_info_reads_a_flow_checkpoint(tmp_path: Path, capsys) -> None:
+    from openset_perception.flows import build_flow
+    from openset_perception.training.flow_negatives import save_flow
+
+    flow = build_flow("realnvp")
+    path = tmp_path / "flow.safetensors"
+    save_flow(path, flow, "realnvp", {})
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "flow:         realnvp" in out
+    assert f"{sum(p.numel() for p in flow.state_dict().values()):,}" in out
 
 
 def test_cli_reports_missing_inputs_in_one_line(
@@ -160,3 +212,4 @@ def test_cli_calibrate_end_to_end(tiny_checkpoint: Path, dataset_root, segmenter
     card = read_model_card(out)
     assert (card.threshold, card.threshold_tpr) == (expected, 0.9)
     assert card.metrics["calibration"]["frames"] == len(FolderDataset(dataset_root))
+    assert card.metrics["calibration"]["data"] == {"dataset": "folder", "root": str(dataset_root)}

@@ -280,3 +280,23 @@ def test_registry_synthetic_streets_reads_the_split_folder(tmp_path) -> None:
     assert isinstance(val, FolderDataset) and [val[i].name for i in range(len(val))] == ["val_0", "val_1"]
     assert [open_dataset("synthetic_streets", tmp_path)[0].name] == ["test_0"]
     assert len(open_dataset("folder", tmp_path / "val")) == 2
+
+
+def test_registry_synthetic_streets_explains_the_appended_split(tmp_path) -> None:
+    # A user passing the split folder itself as the root gets told that the split is appended.
+    (tmp_path / "test").mkdir()
+    with pytest.raises(FileNotFoundError) as error:
+        open_dataset("synthetic_streets", tmp_path / "test", "test")
+    message = str(error.value)
+    assert f"{tmp_path / 'test' / 'test'} does not exist" in message
+    assert "the split is appended to the root" in message
+    assert f"make-streets --out {tmp_path / 'test'}" in message
+
+
+def test_evaluate_missing_streets_root_says_how_to_make_it(tmp_path, tiny_checkpoint, capsys) -> None:
+    from openset_perception.cli.main import main
+
+    root = tmp_path / "data" / "streets"
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--dataset", "synthetic_streets"]
+    assert main([*argv, "--root", str(root), "--split", "test"]) == 2
+    assert f"openset-perception make-streets --out {root}" in capsys.readouterr().err

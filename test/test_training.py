@@ -1,6 +1,7 @@
 """Training: config validation, exact resume after a kill, and a CPU smoke run that must learn."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from openset_perception.config import ConfigError
 from openset_perception.training.config import TrainConfig, load_train_config
-from openset_perception.training.trainer import Trainer
+from openset_perception.training.trainer import Trainer, TrainingInterrupted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,3 +205,106 @@ def test_temporary_files_of_a_killed_write_are_removed_at_start(tmp_path: Path) 
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".train_state.pt.")
     Trainer(config)
     assert not leftovers[0].exists() and not target.exists()
+
+def _assert_same_weights(a_path: Path, b_path: Path) -> None:
+    a, b = load_file(a_path), load_file(b_path)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_epoch_saves_and_resume_is_bit_exact(tmp_path: Path, stop_signal: int) -> None:
+    changes = {"epochs": 2, "steps_per_epoch": 4}
+    straight = Trainer(_tiny_config(tmp_path / "a", name="straight").model_copy(update=changes)).fit()
+
+    def signal_inside_second_epoch(epoch: int, step: int, parts: dict) -> None:
+        if epoch == 1 and step == 1:
+            os.kill(os.getpid(), stop_signal)  # as Ctrl-C or a scheduler's SIGTERM would
+
+    config = _tiny_config(tmp_path / "b", name="stopped").model_copy(update=changes)
+    with pytest.raises(TrainingInterrupted, match=r"step 2/4 of epoch 2/2") as stopped:
+        Trainer(config).fit(on_step=signal_inside_second_epoch)
+    state = torch.load(stopped.value.state_file, weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 2)
+    assert signal.getsignal(stop_signal) is not None  # handlers restored after fit
+
+    resumed = Trainer(config).fit(resume=True)
+    assert resumed.epochs_run == 2
+    _assert_same_weights(straight.checkpoint, resumed.checkpoint)
+
+
+def test_periodic_save_lets_a_killed_run_resume_mid_epoch(tmp_path: Path) -> None:
+    changes = {"epochs": 1, "steps_per_epoch": 5, "save_every_steps": 2}
+    straight = Trainer(_tiny_config(tmp_path / "a", name="straight").model_copy(update=changes)).fit()
+
+    def kill_at_step_three(epoch: int, step: int, parts: dict) -> None:
+        if step == 3:
+            raise Killed  # no chance to save: the step-2 state must be on disk
+
+    config = _tiny_config(tmp_path / "b", name="killed").model_copy(update=changes)
+    with pytest.raises(Killed):
+        Trainer(config).fit(on_step=kill_at_step_three)
+    state = torch.load(config.run_dir / "train_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)
+
+    seen: list[tuple[int, int]] = []
+    resumed = Trainer(config).fit(resume=True, on_step=lambda e, s, p: seen.append((e, s)))
+    assert seen == [(0, 2), (0, 3), (0, 4)]  # continues after the saved step, not from the epoch start
+    _assert_same_weights(straight.checkpoint, resumed.checkpoint)
+
+
+def test_resumed_summary_counts_the_whole_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = _tiny_config(tmp_path, name="summary").model_copy(update={"epochs": 1, "steps_per_epoch": 2})
+
+    def stop_after_first(epoch: int, step: int, parts: dict) -> None:
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(config).fit(on_step=stop_after_first)
+    state_file = config.run_dir / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["elapsed_s"] = 600.0  # as if the first part had run for ten minutes
+    torch.save(state, state_file)
+    result = Trainer(config).fit(resume=True)
+    assert result.seconds >= 600.0
+    out = capsys.readouterr().out
+    assert "1 epoch," in out and "1 epochs" not in out
+    assert "10." in out.split("finished:")[1]  # "10.x min in all"
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("epoch", "epochs"), ("optimizer.lr_heads", "lr_head"), ("data.train.num_frame", "num_frames")],
+)
+def test_misspelt_key_gets_the_nearest_suggestion(key: str, suggestion: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: unknown key \(did you mean '{suggestion}'\?\)"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {key: 1})
+
+
+def test_unrelated_unknown_key_gets_no_guess() -> None:
+    with pytest.raises(ConfigError, match=r"zzzz: unknown key$"):
+        load_train_config(REPO / "config/train/streets_smoke.yaml", {"zzzz": 1})
+
+
+def test_missing_init_checkpoint_names_the_key_and_the_stage_that_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)  # the hint names config/train/<run>.yaml as a user would type it
+    config = load_train_config(REPO / "config/train/streets_noise_negatives.yaml")
+    config.model.init_checkpoint = tmp_path / "streets_closed" / "model.safetensors"
+    config.output_dir = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError) as error:
+        Trainer(config)
+    message = str(error.value)
+    assert message.startswith("model.init_checkpoint: checkpoint not found")
+    assert "openset-perception train --config config/train/streets_closed.yaml" in message
+
+
+def test_missing_dataset_root_names_the_key(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path)
+    config.data.train.name = "folder"
+    config.data.train.root = tmp_path / "absent"
+    with pytest.raises(FileNotFoundError, match=r"^data\.train\.root: dataset root .*absent does not exist"):
+        Trainer(config)

@@ -52,8 +52,20 @@ def run(args: argparse.Namespace) -> int:
         )
     except CalibrationError as error:
         raise UserError(str(error)) from error
+    data = {
+        "dataset": args.dataset,
+        "root": str(args.root),
+        "split": args.split,
+        "max_frames": args.max_frames,
+    }
     write_calibrated_checkpoint(
-        args.checkpoint, args.out, threshold, args.tpr, metrics, score_method=segmenter.score_method
+        args.checkpoint,
+        args.out,
+        threshold,
+        args.tpr,
+        metrics,
+        score_method=segmenter.score_method,
+        data={k: v for k, v in data.items() if v is not None},
     )
     print(
         f"threshold {threshold:.6g} ({segmenter.score_method}): TPR {100 * metrics['tpr']:.2f}%, "

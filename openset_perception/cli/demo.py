@@ -18,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (replaced on every run)")
     parser.add_argument("--checkpoint", default=None, help="model to run (default: the embedded model)")
     parser.add_argument("--frames", type=int, default=30, help="frames in the demo bag")
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--height", type=int, default=256, help="frame height in px")
+    parser.add_argument("--width", type=int, default=512, help="frame width in px")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the generated scenes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.set_defaults(func=run)
 

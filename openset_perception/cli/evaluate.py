@@ -51,7 +51,12 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
     read_model_card(args.checkpoint)  # a missing or broken checkpoint fails before the dataset is opened
     root = Path(args.root)
     if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+        hint = (
+            f"; generate the procedural scenes first: openset-perception make-streets --out {root}"
+            if args.dataset == "synthetic_streets"
+            else ""
+        )
+        raise FileNotFoundError(f"dataset root {root} does not exist{hint}")
     from openset_perception.data.registry import DATASET_NAMES, open_dataset
 
     if args.dataset not in DATASET_NAMES:

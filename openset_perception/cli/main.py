@@ -87,6 +87,25 @@ def accumulator_mode(args: argparse.Namespace) -> str:
     return "smiyc" if args.smiyc_compatible else "exact" if args.exact else "binned"
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default, unless the help already does or there is none to state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or isinstance(action, argparse._HelpAction | argparse._VersionAction)
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return text
+        if default == []:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
+        return f"{text} (default: {shown})".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openset-perception",
@@ -103,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.formatter_class = DefaultsHelpFormatter
     return parser
 
 

@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-frames", type=int, help="write only the first N frames")
     streets = parser.add_argument_group("synthetic_streets without --root (frames rendered on the fly)")
     streets.add_argument("--frames", type=int, default=50, help="number of frames; default 50")
-    streets.add_argument("--height", type=int, default=256)
-    streets.add_argument("--width", type=int, default=512)
-    streets.add_argument("--seed", type=int, default=0)
+    streets.add_argument("--height", type=int, default=256, help="frame height in px")
+    streets.add_argument("--width", type=int, default=512, help="frame width in px")
+    streets.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

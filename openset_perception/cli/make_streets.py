@@ -16,9 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train", type=int, default=200, help="number of training frames (no anomalies)")
     parser.add_argument("--val", type=int, default=50, help="number of validation frames (with anomalies)")
     parser.add_argument("--test", type=int, default=50, help="number of test frames (with anomalies)")
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--height", type=int, default=256, help="frame height in px")
+    parser.add_argument("--width", type=int, default=512, help="frame width in px")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.set_defaults(func=run)
 
 

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="negatives_grid.png", help="output PNG")
     parser.add_argument("--sizes", default="32,48,64", help="comma-separated patch sides in px")
     parser.add_argument("--temperature", type=float, default=1.0, help="latent temperature (< 1: smoother)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.set_defaults(func=run)
 
 

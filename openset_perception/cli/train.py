@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
@@ -14,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Closed-set training, DenseHybrid fine-tuning on mixed-content images (real, procedural or "
             "flow-generated negatives) or MOoSe probe training, as the config's 'stage' says. Writes "
-            "<output_dir>/<name>/: last.safetensors and train_state.pt every epoch, validation reports, "
+            "<output_dir>/<name>/: last.safetensors and train_state.pt every epoch (also every "
+            "save_every_steps steps, and on Ctrl-C/SIGTERM after the current step), validation reports, "
             "TensorBoard logs, and model.safetensors with the calibrated threshold at the end. "
             "Multi-GPU: torchrun --nproc_per_node N $(which openset-perception) train --config ..."
         ),
@@ -45,8 +47,14 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from openset_perception.training.config import load_train_config
-    from openset_perception.training.trainer import Trainer
+    from openset_perception.training.trainer import Trainer, TrainingInterrupted
 
     config = load_train_config(args.config, parse_overrides(args.set))
-    Trainer(config).fit(resume=args.resume)
+    try:
+        Trainer(config).fit(resume=args.resume)
+    except TrainingInterrupted as stopped:
+        overrides = [f"--set {pair}" for pair in args.set]
+        resume = " ".join(["openset-perception train --config", args.config, *overrides])
+        print(f"openset-perception train: {stopped}; continue with: {resume} --resume", file=sys.stderr)
+        return 130
     return 0

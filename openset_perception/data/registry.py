@@ -31,7 +31,14 @@ def _synthetic_streets_split(root: Path, split: str | None = None) -> Dataset:
     """A folder written by ``make-streets``: ROOT/<split> in the generic layout (default: test)."""
     from openset_perception.data.folder import FolderDataset
 
-    return FolderDataset(Path(root) / (split or "test"))
+    folder = Path(root) / (split or "test")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} does not exist: synthetic_streets reads ROOT/<split> (the split is appended to "
+            f"the root), so pass the folder make-streets wrote, e.g. "
+            f"'openset-perception make-streets --out {root}' then --root {root}"
+        )
+    return FolderDataset(folder)
 
 
 def _factory(name: str) -> tuple[Callable[..., Dataset], bool]:

@@ -81,6 +81,17 @@ def calibrate_threshold(
     return threshold, metrics
 
 
+# Metrics in a card that were measured at the card's threshold: a new threshold makes them stale.
+THRESHOLD_DEPENDENT_METRICS = (
+    "open_miou",
+    "open_set_threshold",
+    "per_class_open_iou",
+    "unknown_iou",
+    "macro_f1",
+    "per_class_f1",
+)
+
+
 def write_calibrated_checkpoint(
     src: str | Path,
     dst: str | Path,
@@ -88,18 +99,49 @@ def write_calibrated_checkpoint(
     tpr: float,
     metrics: dict,
     score_method: str | None = None,
+    data: dict | None = None,
 ) -> None:
     """Copy ``src`` to ``dst`` (atomically; they may be the same file) with the calibrated threshold.
 
-    The card gets ``threshold``, ``threshold_tpr`` and ``metrics["calibration"]``; other metrics stay.
-    ``score_method`` records the score the threshold belongs to when it differs from the card's.
+    The card gets ``threshold``, ``threshold_tpr`` and ``metrics["calibration"]`` (with ``data``, a
+    description of what it was calibrated on); the metrics the new threshold or score makes stale move
+    to ``metrics["superseded"]`` (see :func:`recalibrated_metrics`). ``score_method`` records the
+    score the threshold belongs to when it differs from the card's.
     """
     model, card = load_checkpoint(src, device="cpu")
+    method = score_method or card.score_method
+    calibration = jsonable(metrics) | ({"data": data} if data else {})
     # updated() re-runs the card's validation (e.g. of the score method).
     card = card.updated(
         threshold=float(threshold),
         threshold_tpr=float(tpr),
-        metrics={**card.metrics, "calibration": jsonable(metrics)},
-        score_method=score_method or card.score_method,
+        metrics=recalibrated_metrics(card.metrics, calibration, score_changed=method != card.score_method),
+        score_method=method,
     )
     save_checkpoint(dst, model, card)
+
+
+def recalibrated_metrics(metrics: dict, calibration: dict, score_changed: bool) -> dict:
+    """A card's metrics after a new calibration.
+
+    Threshold-free metrics (AP, AUROC, FPR95, mIoU) stay where they were measured with the same
+    score; with another score every earlier section is stale. Stale values are kept, marked, under
+    ``superseded`` so that no reader takes them for the new model's.
+    """
+    kept: dict = {}
+    superseded: dict = {}
+    for section, values in metrics.items():
+        if section in ("calibration", "superseded"):
+            continue
+        if score_changed or not isinstance(values, dict):
+            superseded[section] = values
+            continue
+        stale = {k: v for k, v in values.items() if k in THRESHOLD_DEPENDENT_METRICS}
+        kept[section] = {k: v for k, v in values.items() if k not in stale}
+        if stale:
+            superseded[section] = stale
+    result = kept | {"calibration": calibration}
+    if superseded:
+        reason = "score method changed" if score_changed else "measured at the previous threshold"
+        result["superseded"] = {"reason": f"{reason}; re-evaluate to update", **superseded}
+    return result

@@ -171,6 +171,8 @@ class TrainConfig(StrictModel):
     stage: Literal["closed_set", "densehybrid", "moose_probes"] = "closed_set"
     epochs: Int = Field(10, ge=1)
     steps_per_epoch: Int | None = Field(None, ge=1)  # default: one pass over the training set
+    # Also save the training state every N steps inside an epoch (0: epoch ends and SIGINT/SIGTERM only).
+    save_every_steps: Int = Field(0, ge=0)
     device: str = "auto"
     amp: Flag = True  # autocast + grad scaling on CUDA; ignored on the CPU
     model: ModelConfig = Field(default_factory=ModelConfig)

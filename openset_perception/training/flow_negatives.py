@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def load_flow(path: str | Path, device: str | torch.device = "cpu") -> Normalizi
     except (KeyError, ValueError, RuntimeError, OSError) as error:
         raise CheckpointError(f"{path}: not a usable flow checkpoint ({error})") from error
     return flow.to(device).eval()
+
+
+def read_flow_settings(path: str | Path) -> dict | None:
+    """A flow checkpoint's kind, settings and size from its header; None for any other file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = (handle.metadata() or {}).get(FLOW_META_KEY)
+            if meta is None:
+                return None
+            sizes = [handle.get_slice(name).get_shape() for name in handle.keys()]  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError):
+        return None
+    settings = json.loads(meta)
+    return {
+        "kind": settings["kind"],
+        "kwargs": settings["kwargs"],
+        "tensors": len(sizes),
+        "parameters": sum(math.prod(shape) for shape in sizes),
+    }
 
 
 def random_crops(images: torch.Tensor, side: int, count: int, generator: torch.Generator) -> torch.Tensor:

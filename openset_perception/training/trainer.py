@@ -2,10 +2,11 @@
 
 Reproducible and resumable: every random choice (data order, crops, negatives, pasting positions,
 flow latents) is drawn from generators seeded by (seed, epoch, step/index), and the full training
-state is written atomically at the end of every epoch. A run killed mid-epoch and resumed with
-``resume=True`` repeats the interrupted epoch from its start and ends with the same weights as an
-uninterrupted run. Validation and threshold calibration use the inference engine, the same code
-path the ROS node runs.
+state is written atomically at the end of every epoch, every ``save_every_steps`` steps and when
+SIGINT/SIGTERM asks the run to stop. ``resume=True`` continues from the step after the last saved
+one and ends with the same weights as an uninterrupted run; a run killed without a chance to save
+repeats the steps since its last save. Validation and threshold calibration use the inference
+engine, the same code path the ROS node runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +60,47 @@ FINAL_CHECKPOINT = "model.safetensors"
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run after a step; its state was saved and ``--resume`` continues it."""
+
+    def __init__(self, epoch: int, step: int, epochs: int, steps_per_epoch: int, state_file: Path) -> None:
+        super().__init__(
+            f"stopped after step {step}/{steps_per_epoch} of epoch {epoch + 1}/{epochs}; "
+            f"training state saved to {state_file}"
+        )
+        self.state_file = state_file
+
+
+class _StopRequests:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: saving the training state after this step "
+            "(send it again to stop at once, losing the steps since the last save)",
+            flush=True,
+        )
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -65,8 +109,11 @@ class TrainResult:
     seconds: float
 
 
-def open_training_dataset(spec: DatasetConfig, anomalies: bool = False):
-    """Registry datasets by name; procedural streets without a root are generated on the fly."""
+def open_training_dataset(spec: DatasetConfig, anomalies: bool = False, key: str = "data.train"):
+    """Registry datasets by name; procedural streets without a root are generated on the fly.
+
+    ``key`` is the config section of ``spec``, named in the errors.
+    """
     if spec.name == "synthetic_streets" and spec.root is None:
         stream = split_stream(spec.split or "train")
         return SyntheticStreets(
@@ -78,7 +125,9 @@ def open_training_dataset(spec: DatasetConfig, anomalies: bool = False):
             stream=stream,
         )
     if spec.root is None:
-        raise FileNotFoundError(f"dataset '{spec.name}' needs a root folder (data.*.root)")
+        raise FileNotFoundError(f"{key}.root: dataset '{spec.name}' needs a root folder")
+    if not Path(spec.root).exists():
+        raise FileNotFoundError(f"{key}.root: dataset root {spec.root} does not exist")
     return open_dataset(spec.name, spec.root, spec.split)
 
 
@@ -132,7 +181,7 @@ class Trainer:
 
         self.train_set = open_training_dataset(config.data.train)
         val_spec = config.data.val
-        self.val_set = open_training_dataset(val_spec, anomalies=True) if val_spec else None
+        self.val_set = open_training_dataset(val_spec, anomalies=True, key="data.val") if val_spec else None
         if len(self.train_set) == 0:
             raise ValueError(f"training dataset '{config.data.train.name}' is empty")
         info = self.train_set.info
@@ -193,6 +242,9 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.writer = None
         self.start_epoch = 0
+        self.start_step = 0  # steps of start_epoch already done (a run saved mid-epoch)
+        self.partial_totals: dict[str, float] = {}  # their summed losses
+        self.elapsed_before = 0.0  # seconds spent by the run before it was resumed
         self.history: list[dict] = []
         # Only now, with every input opened and the model built, does the run leave a trace on disk.
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -236,9 +288,13 @@ class Trainer:
                 module.eval()
 
     # --- state -----------------------------------------------------------------------------------
-    def _save_state(self, epoch: int) -> None:
+    def _save_state(self, epoch: int, step: int, totals: dict[str, float], elapsed: float) -> None:
+        """Everything needed to continue after ``step`` finished steps of ``epoch``."""
         state = {
             "epoch": epoch,
+            "step": step,
+            "epoch_totals": json.dumps(totals),
+            "elapsed_s": elapsed,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -268,7 +324,9 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"].cpu())
             if self.flow is not None:
                 self.flow.load_state_dict(state["flow"])
-            self.start_epoch = int(state["epoch"]) + 1
+            self.elapsed_before = float(state.get("elapsed_s", 0.0))
+            epoch, step = int(state["epoch"]), int(state.get("step", self.steps_per_epoch))
+            partial_totals = json.loads(state["epoch_totals"]) if step < self.steps_per_epoch else {}
         except Exception as error:  # torch.load, pickle and zip raise many types for a damaged file
             problem = (
                 f"missing entry {error}"
@@ -279,10 +337,17 @@ class Trainer:
                 f"{path}: not a usable training state of this run ({problem}); "
                 "remove it to start over, or train without --resume"
             ) from None
-        LOGGER.info("resumed from %s after epoch %d", path, self.start_epoch)
+        if step >= self.steps_per_epoch:
+            self.start_epoch, self.start_step = epoch + 1, 0
+            LOGGER.info("resumed from %s after epoch %d", path, epoch + 1)
+        else:
+            self.start_epoch, self.start_step = epoch, step
+            self.partial_totals = partial_totals
+            LOGGER.info("resumed from %s at step %d of epoch %d", path, step + 1, epoch + 1)
 
     # --- loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_step: StepCallback | None = None) -> TrainResult:
+        """Train to ``config.epochs``; raises :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM."""
         started = time.perf_counter()
         if resume:
             self._load_state()
@@ -290,26 +355,39 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        resumed = self.start_epoch > 0 or self.start_step > 0
         if self.flow is not None:
-            self.flow.prepare(self.train_set, self.device, self.run_dir, resume=self.start_epoch > 0)
-        for epoch in range(self.start_epoch, self.config.epochs):
-            losses = self._train_epoch(epoch, on_step)
-            if self.world_size > 1:
-                self._share_rank0_buffers()
-            self.scheduler.step()
-            metrics = self._validate(epoch) if self.is_main else {}
-            self.history.append({"epoch": epoch, "loss": losses, "val": _summary(metrics)})
-            if self.is_main:
-                self._save_state(epoch)
-            if self.world_size > 1:
-                dist.barrier()
+            self.flow.prepare(self.train_set, self.device, self.run_dir, resume=resumed)
+
+        def elapsed() -> float:
+            return self.elapsed_before + time.perf_counter() - started
+
+        try:
+            with _StopRequests() as stop:
+                for epoch in range(self.start_epoch, self.config.epochs):
+                    losses = self._train_epoch(epoch, on_step, stop, elapsed)
+                    if self.world_size > 1:
+                        self._share_rank0_buffers()
+                    self.scheduler.step()
+                    metrics = self._validate(epoch) if self.is_main else {}
+                    self.history.append({"epoch": epoch, "loss": losses, "val": _summary(metrics)})
+                    if self.is_main:
+                        self._save_state(epoch, self.steps_per_epoch, {}, elapsed())
+                    if self.world_size > 1:
+                        dist.barrier()
+                    if epoch + 1 < self.config.epochs and self._all_ranks_agree(stop.requested):
+                        raise TrainingInterrupted(
+                            epoch, self.steps_per_epoch, self.config.epochs, self.steps_per_epoch,
+                            self.run_dir / STATE_FILE,
+                        )
+        finally:
+            if self.writer is not None:
+                self.writer.close()
         final = self._finish() if self.is_main else self.run_dir / FINAL_CHECKPOINT
-        if self.writer is not None:
-            self.writer.close()
-        seconds = time.perf_counter() - started
+        seconds = elapsed()
         last = self.history[-1]["val"] if self.history else {}
         if self.is_main:
-            _print_summary(self.config, self.history, final, seconds)
+            _print_summary(self.config, self.history, final, seconds, self.card.threshold)
         return TrainResult(final, len(self.history), last, seconds)
 
     def _share_rank0_buffers(self) -> None:
@@ -319,11 +397,11 @@ class Trainer:
         for buffer in self.model.buffers():
             dist.broadcast(buffer, src=0)
 
-    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, epoch: int, first_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch = self.config.data.batch_size
         total = self.steps_per_epoch * batch * self.world_size
         indices = _epoch_indices(len(self.crops), total, self.config.seed, epoch)
-        indices = indices[self.rank :: self.world_size]
+        indices = indices[self.rank :: self.world_size][first_step * batch :]
         self.crops.epoch = epoch
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.crops, indices.tolist()),
@@ -335,17 +413,22 @@ class Trainer:
         )
         yield from loader
 
-    def _train_epoch(self, epoch: int, on_step: StepCallback | None) -> dict[str, float]:
+    def _train_epoch(
+        self, epoch: int, on_step: StepCallback | None, stop: _StopRequests, elapsed: Callable[[], float]
+    ) -> dict[str, float]:
         self._set_train_mode()
-        totals: dict[str, float] = {}
+        first = self.start_step if epoch == self.start_epoch else 0
+        totals = dict(self.partial_totals) if first else {}
         bar = tqdm(
-            self._batches(epoch),
+            self._batches(epoch, first),
             total=self.steps_per_epoch,
+            initial=first,
             desc=f"epoch {epoch + 1}/{self.config.epochs}",
             disable=not self.is_main,
             leave=False,
         )
-        for step, (images, labels) in enumerate(bar):
+        every = self.config.save_every_steps
+        for step, (images, labels) in enumerate(bar, start=first):
             rng = np.random.default_rng([self.config.seed, epoch, step, self.rank])
             parts = self._train_step(images.to(self.device), labels.to(self.device), rng)
             for key, value in parts.items():
@@ -357,7 +440,26 @@ class Trainer:
                     self.writer.add_scalar(f"train/{key}", value, global_step)
             if on_step is not None:
                 on_step(epoch, step, parts)
+            done = step + 1
+            if done == self.steps_per_epoch:
+                break
+            stopping = self._all_ranks_agree(stop.requested)
+            if self.is_main and (stopping or (every and done % every == 0)):
+                self._save_state(epoch, done, totals, elapsed())
+            if stopping:
+                bar.close()
+                raise TrainingInterrupted(
+                    epoch, done, self.config.epochs, self.steps_per_epoch, self.run_dir / STATE_FILE
+                )
         return {k: v / self.steps_per_epoch for k, v in totals.items()}
+
+    def _all_ranks_agree(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop, so that every rank stops after the same step."""
+        if self.world_size == 1:
+            return requested
+        flag = torch.tensor([1.0 if requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _train_step(
         self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
@@ -403,7 +505,8 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------------------------
     def _segmenter(self) -> Segmenter:
-        return Segmenter(self.model, self.card, device=self.device)
+        # Before calibration there is no threshold to warn about; validation logs threshold-free metrics.
+        return Segmenter(self.model, self.card, device=self.device, warn_uncalibrated=False)
 
     def _validate(self, epoch: int) -> dict:
         if self.val_set is None:
@@ -422,10 +525,12 @@ class Trainer:
                 if value is not None:
                     self.writer.add_scalar(f"val/{key}", value, epoch)
         summary = _summary(metrics)
+        if self.card.threshold is None:
+            summary.pop("open_miou")  # every pixel is 'known' until calibration: it would repeat mIoU
         LOGGER.info(
             "epoch %d validation: %s",
             epoch + 1,
-            ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if v is not None),
+            ", ".join(_percent(k, v) for k, v in summary.items() if v is not None),
         )
         return metrics
 
@@ -456,6 +561,8 @@ def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
     """Start from a checkpoint's weights; probe heads absent from it start fresh."""
     from openset_perception.checkpoint import load_weights, read_model_card
 
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_checkpoint: checkpoint not found: {path}{_written_by(path)}")
     read_model_card(path)  # validates the file and names the problem if it is not a checkpoint
     state = load_file(str(path), device="cpu")
     expected = model.state_dict()
@@ -466,6 +573,14 @@ def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
         load_weights(model, state, source=str(path))
     except CheckpointError as error:
         raise CheckpointError(f"init_checkpoint does not fit model: {error}") from None
+
+
+def _written_by(checkpoint: Path) -> str:
+    """A hint naming the training config whose run writes ``checkpoint`` (runs/<name>/...), if one exists."""
+    config = Path("config/train") / f"{checkpoint.parent.name}.yaml"
+    if not config.is_file():
+        return ""
+    return f"; train that stage first: openset-perception train --config {config}"
 
 
 def _summary(metrics: dict) -> dict[str, float | None]:
@@ -484,10 +599,22 @@ def _jsonable(config: TrainConfig) -> dict:
     return json.loads(config.model_dump_json())
 
 
-def _print_summary(config: TrainConfig, history: list[dict], checkpoint: Path, seconds: float) -> None:
+def _print_summary(
+    config: TrainConfig, history: list[dict], checkpoint: Path, seconds: float, threshold: float | None
+) -> None:
     last = history[-1]["val"] if history else {}
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if v is not None) or "no validation split"
-    print(
-        f"training '{config.name}' ({config.stage}) finished: {len(history)} epochs, {seconds / 60:.1f} min; "
-        f"final validation: {shown}; checkpoint: {checkpoint}"
+    shown = ", ".join(_percent(k, v) for k, v in last.items() if v is not None) or "no validation split"
+    epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
+    calibrated = (
+        f"calibrated threshold {threshold:.6g} (TPR {config.calibrate_tpr:.0%})"
+        if threshold is not None
+        else "no calibrated threshold (closed-set stage or no validation split)"
     )
+    print(
+        f"training '{config.name}' ({config.stage}) finished: {epochs}, {seconds / 60:.1f} min in all; "
+        f"final validation: {shown}; {calibrated}; checkpoint: {checkpoint}"
+    )
+
+
+def _percent(name: str, value: float) -> str:
+    return f"{name} {100 * value:.2f}%"
