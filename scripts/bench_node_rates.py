@@ -5,8 +5,9 @@ a subscriber to its overlay, each its own participant on this machine.
 Starts ``python -m openset_perception.ros.segmenter_node`` (shipped model, CPU, one camera with depth),
 waits until it is active and has answered a first frame, then publishes ``--frames`` procedural street
 frames (rgb8 + 32FC1 depth, best effort, as camera drivers do) at each rate and prints one Markdown row
-per rate: frames sent, frames that reached the node (its /diagnostics ``frames_received``), overlays
-out, the rates in and out over the run, stamp-to-overlay-arrival latency and the node's drop counters.
+per rate: frames sent, frames paired at the node (image and depth both arrived: its /diagnostics
+``frames_received``), overlays out, the rates in and out over the run, stamp-to-overlay-arrival
+latency and the node's drop counters.
 
 DDS stays on loopback: the Fast DDS profile of the tests (``test/fastdds_loopback.xml``: UDP on
 127.0.0.1 only, 4 MiB socket buffers) is set before rclpy loads, with a random domain. ``--transport``
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                     "rate_hz": rate,
                     "sent": args.frames,
                     "publish_hz": round(args.frames / sent_s, 2),
-                    "reached_node": delta["frames_received"],
+                    "paired_at_node": delta["frames_received"],
                     "out": len(run),
                     "in_hz": round(delta["frames_received"] / sent_s, 2),
                     "out_hz": round(len(run) / sent_s, 2),
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
 
     buffers = TRANSPORTS[args.transport]
     print(
-        "| rate | Fast DDS transport | sent | reached the node | overlays out | in Hz | out Hz | "
+        "| rate | Fast DDS transport | sent | paired at the node | overlays out | in Hz | out Hz | "
         "stamp-to-overlay p50 / p95 ms | dropped by the node | unpaired |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         latency = (
             "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f}"
         )
-        cells = [f"{r['rate_hz']:g} Hz", buffers, r["sent"], r["reached_node"], r["out"], r["in_hz"]]
+        cells = [f"{r['rate_hz']:g} Hz", buffers, r["sent"], r["paired_at_node"], r["out"], r["in_hz"]]
         cells += [r["out_hz"], latency, r["dropped"], r["unpaired"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     print(json.dumps({"args": vars(args), "rows": rows}))
