@@ -74,6 +74,7 @@ def run_demo(
     seed: int = 2024,
     examples: int = 4,
     device: str = "auto",
+    runtime: str = "torch",
 ) -> dict:
     """Build the bag, evaluate it, render examples; returns the metrics (also in metrics.json)."""
     started = time.perf_counter()
@@ -86,7 +87,7 @@ def run_demo(
     )
     bag = out_dir / DEMO_BAG
     write_dataset_bag(scenes, bag, storage="mcap", rate_hz=10.0)
-    segmenter = Segmenter.from_checkpoint(checkpoint, device=device)
+    segmenter = Segmenter.from_checkpoint(checkpoint, device=device, runtime=runtime)
     metrics = evaluate_bag(segmenter, bag, out_dir, title="Demo: embedded model on a procedural rosbag")
     sheet = render_examples(segmenter, bag, out_dir, examples)
     metrics["demo"] = {"seconds": time.perf_counter() - started, "contact_sheet": str(sheet), "bag": str(bag)}

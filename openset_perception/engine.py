@@ -40,6 +40,7 @@ LOGGER = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OUTPUTS = ("semantic", "anomaly_score", "open_set", "depth_report")
 RUNTIMES = ("torch", "onnxruntime")
+EXECUTION_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")  # onnxruntime's; auto: the best available
 
 
 @dataclass
@@ -116,6 +117,8 @@ class Segmenter:
         self.card = card
         self._pad_multiple = int(getattr(getattr(model, "backbone", None), "pad_multiple", 32))
         self._onnx = None
+        if execution_provider == "auto":
+            execution_provider = None
         if runtime == "onnxruntime":
             from openset_perception.onnx_runtime import OnnxNetwork
 

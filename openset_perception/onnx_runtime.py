@@ -47,7 +47,7 @@ GRAPH_PRECISIONS = ("fp32", "fp16")
 
 
 class RuntimeDependencyError(RuntimeError):
-    """A package the chosen runtime needs is not installed."""
+    """A package, or an execution provider of it, that the chosen runtime needs is not installed."""
 
 
 def require_onnxruntime():
@@ -143,7 +143,7 @@ def choose_providers(available: Sequence[str], device: torch.device, forced: str
             )
         name = EXECUTION_PROVIDERS[forced]
         if name not in available:
-            raise ValueError(
+            raise RuntimeDependencyError(
                 f"execution provider '{forced}' ({name}) is not available in this onnxruntime build; "
                 f"available: {', '.join(available)}"
             )

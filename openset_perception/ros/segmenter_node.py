@@ -128,7 +128,9 @@ class SegmenterNode(LifecycleNode):
             config = node_config(self._values(_READ_ONLY))
             settings = runtime_settings(self._values(_DYNAMIC))
             model_path = resolve_model_path(config.model, _share_dir())
-            segmenter = Segmenter.from_checkpoint(model_path, config.device, config.precision)
+            segmenter = Segmenter.from_checkpoint(
+                model_path, config.device, config.precision, config.runtime, config.execution_provider
+            )
         except (ValueError, OSError, RuntimeError) as error:  # bad parameters, missing or corrupt model
             self.get_logger().error(f"configuration failed: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -161,7 +163,7 @@ class SegmenterNode(LifecycleNode):
         card = segmenter.card
         self.get_logger().info(
             f"loaded {model_path.name} ({card.architecture.backbone}, {card.num_classes} classes) on "
-            f"{segmenter.device} {segmenter.precision}; cameras: {', '.join(config.cameras)}"
+            f"{segmenter.device} {segmenter.precision} ({segmenter.runtime}); cameras: {', '.join(config.cameras)}"
         )
         return super().on_configure(state)
 
