@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 BLOCK_ELEMENTS = 1 << 20  # 4 MB of float32 per input block: small enough to stay out of mmap
+SMALL_OUTPUT_KERNEL_LIMIT = 128  # upsample_bilinear2d on a CPU: H + W <= 128 takes a vectorised kernel
 
 
 def tracing() -> bool:
@@ -84,6 +85,9 @@ def upsampled_in_row_blocks(
     factor = height // in_rows
     same_rows = all(m.shape[-2] == in_rows for m in maps)
     exact = same_rows and factor >= 1 and height == factor * in_rows and factor & (factor - 1) == 0
+    # PyTorch picks another bilinear kernel for outputs of height + width <= 128 and for
+    # channels-last maps; a block must meet the kernel the whole map would.
+    exact = exact and width > SMALL_OUTPUT_KERNEL_LIMIT and all(m.is_contiguous() for m in maps)
     per_row = sum(m[..., 0, 0].numel() for m in maps) * width  # elements of one upsampled row
     rows_per_block = max(factor, BLOCK_ELEMENTS // max(per_row, 1) // factor * factor)
     if (
