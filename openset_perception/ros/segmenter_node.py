@@ -163,7 +163,8 @@ class SegmenterNode(LifecycleNode):
         card = segmenter.card
         self.get_logger().info(
             f"loaded {model_path.name} ({card.architecture.backbone}, {card.num_classes} classes) on "
-            f"{segmenter.device} {segmenter.precision} ({segmenter.runtime}); cameras: {', '.join(config.cameras)}"
+            f"{segmenter.device} {segmenter.precision} ({segmenter.runtime}); "
+            f"cameras: {', '.join(config.cameras)}"
         )
         return super().on_configure(state)
 
