@@ -147,7 +147,9 @@ def choose_providers(available: Sequence[str], device: torch.device, forced: str
                 f"execution provider '{forced}' ({name}) is not available in this onnxruntime build; "
                 f"available: {', '.join(available)}"
             )
-        return [name] if forced == "cpu" else [name, EXECUTION_PROVIDERS["cpu"]]
+        # Nodes the forced provider cannot run fall back to CUDA (under TensorRT), then the CPU.
+        fallbacks = {"tensorrt": ("cuda", "cpu"), "cuda": ("cpu",), "cpu": ()}[forced]
+        return [name, *(EXECUTION_PROVIDERS[k] for k in fallbacks if EXECUTION_PROVIDERS[k] in available)]
     if device.type != "cuda":
         return [EXECUTION_PROVIDERS["cpu"]]
     preferred = [EXECUTION_PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu")]

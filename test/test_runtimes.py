@@ -249,6 +249,8 @@ def test_execution_providers() -> None:
     assert onnx_runtime.choose_providers(everything, torch.device("cuda")) == [trt, cuda, cpu]
     assert onnx_runtime.choose_providers(everything, torch.device("cpu")) == [cpu]
     assert onnx_runtime.choose_providers(everything, torch.device("cuda"), "cuda") == [cuda, cpu]
+    assert onnx_runtime.choose_providers(everything, torch.device("cuda"), "tensorrt") == [trt, cuda, cpu]
+    assert onnx_runtime.choose_providers(everything, torch.device("cpu"), "cpu") == [cpu]
     with pytest.raises(onnx_runtime.RuntimeDependencyError, match=r"tensorrt.*not available"):
         onnx_runtime.choose_providers([cpu], torch.device("cuda"), "tensorrt")
 
