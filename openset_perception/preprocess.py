@@ -67,6 +67,9 @@ def normalize_padded(
     shape = (batch, channels, height + (-height) % multiple, width + (-width) % multiple)
     if out is None or tuple(out.shape) != shape or out.device != images.device:
         out = torch.zeros(shape, dtype=torch.float32, device=images.device)
+    else:  # a smaller frame of the same padded size may follow a larger one: clear the margins
+        out[..., height:, :].zero_()
+        out[..., :height, width:].zero_()
     x = out[..., :height, :width]
     x.copy_(images)
     if images.dtype == torch.uint8:

@@ -103,6 +103,11 @@ def test_normalize_padded_equals_normalize_then_pad_and_reuses_its_buffer() -> N
     second = normalize_padded(other, normalization, 32, out=first)
     assert second.data_ptr() == first.data_ptr()
     assert torch.equal(second, pad_to_multiple(normalize(other, normalization), 32)[0])
+    # A smaller frame with the same padded size must not see the larger one in its margins.
+    smaller = _batch(_frames(2, 40, 66, seed=2))
+    third = normalize_padded(smaller, normalization, 32, out=second)
+    assert third.data_ptr() == first.data_ptr()
+    assert torch.equal(third, pad_to_multiple(normalize(smaller, normalization), 32)[0])
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
