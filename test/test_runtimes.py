@@ -132,6 +132,17 @@ def test_folding_batchnorm_keeps_the_function(backbone: str) -> None:
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
 
 
+def test_folding_is_the_same_every_time() -> None:
+    # Tensor ids are reused once a tensor is freed; the probe must not pair by a stale id.
+    card = make_tiny_card()
+    folded = []
+    for _ in range(3):
+        model = make_tiny_model(card)
+        count = fold_batchnorm(model, torch.zeros(1, 3, 64, 64))
+        folded.append((count, sorted(model.state_dict())))
+    assert folded[0][0] > 0 and all(f == folded[0] for f in folded)
+
+
 def test_a_batchnorm_sharing_its_input_is_not_folded() -> None:
     class Residual(nn.Module):
         def __init__(self) -> None:

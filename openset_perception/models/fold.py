@@ -19,11 +19,16 @@ from torch.utils._pytree import tree_leaves
 
 
 class _TensorUses(TorchFunctionMode):
-    """Counts, per tensor, the calls that read it and produce a tensor (shape queries do not count)."""
+    """Counts, per tensor, the calls that read it and produce a tensor (shape queries do not count).
+
+    Every tensor seen is kept alive until the probe ends: an id is unique only among live objects,
+    and a freed tensor's id handed to a later one would mix up their counts.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.uses: Counter[int] = Counter()
+        self.alive: list[torch.Tensor] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -32,20 +37,22 @@ class _TensorUses(TorchFunctionMode):
             for leaf in tree_leaves((args, kwargs)):
                 if isinstance(leaf, torch.Tensor):
                     self.uses[id(leaf)] += 1
+                    self.alive.append(leaf)
+        self.alive.extend(leaf for leaf in tree_leaves(result) if isinstance(leaf, torch.Tensor))
         return result
 
 
 def foldable_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     """(conv, batch norm) pairs where the norm is the only reader of the convolution's output."""
     conv_outputs: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}
-    norm_inputs: list[tuple[nn.BatchNorm2d, int]] = []
+    norm_inputs: list[tuple[nn.BatchNorm2d, int, torch.Tensor]] = []
     handles = []
 
     def record_conv(module, _inputs, output):
         conv_outputs[id(output)] = (module, output)  # the tensor is kept, so its id stays unique
 
     def record_norm(module, inputs):
-        norm_inputs.append((module, id(inputs[0])))
+        norm_inputs.append((module, id(inputs[0]), inputs[0]))  # kept alive: see _TensorUses
 
     for module in model.modules():
         if type(module) is nn.Conv2d:
@@ -60,10 +67,10 @@ def foldable_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Con
         for handle in handles:
             handle.remove()
     # A module called twice (shared weights) folds only if every call pairs the same way: call once.
-    calls = Counter(id(norm) for norm, _ in norm_inputs)
+    calls = Counter(id(norm) for norm, _, _ in norm_inputs)
     calls.update(id(conv) for conv, _ in conv_outputs.values())
     pairs = []
-    for norm, input_id in norm_inputs:
+    for norm, input_id, _ in norm_inputs:
         if input_id not in conv_outputs or mode.uses[input_id] != 1:
             continue
         conv = conv_outputs[input_id][0]
