@@ -88,6 +88,8 @@ def run_demo(
     bag = out_dir / DEMO_BAG
     write_dataset_bag(scenes, bag, storage="mcap", rate_hz=10.0)
     segmenter = Segmenter.from_checkpoint(checkpoint, device=device, runtime=runtime)
+    # The first frame of a size exports the onnxruntime graph (or picks kernels): not a frame's latency.
+    segmenter.warmup(height, width, iterations=1)
     metrics = evaluate_bag(segmenter, bag, out_dir, title="Demo: embedded model on a procedural rosbag")
     sheet = render_examples(segmenter, bag, out_dir, examples)
     metrics["demo"] = {"seconds": time.perf_counter() - started, "contact_sheet": str(sheet), "bag": str(bag)}
