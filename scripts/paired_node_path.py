@@ -145,7 +145,8 @@ def main() -> int:
     )
     rows.append([f"speed-up over {names[0]} (paired)", *(f"{np.median(node[0] / n):.2f}x" for n in node)])
     print(
-        f"\n{args.backbone} {args.height}x{args.width} batch {args.batch}, {args.threads} threads, "
+        f"\n{Path(args.checkpoint).name if args.checkpoint else args.backbone} {args.height}x{args.width} "
+        f"batch {args.batch}, {args.threads} threads, "
         f"{args.iterations} interleaved iterations; 1-minute load {load_start:.2f} -> {load_end:.2f}\n"
     )
     print("| " + " | ".join(header) + " |")
