@@ -13,7 +13,9 @@ Four paths start from the same frames (random weights unless a checkpoint is giv
 
 The first three start from a uint8 batch already on the device, so ``densehybrid - closed_set`` is
 exactly the inlier head + its upsampling + the score + the fusion. Within every iteration the paths
-run in rotating order, so a change of machine load hits all of them alike.
+run in rotating order, so a change of machine load hits all of them alike. Several runtimes
+(``--runtime torch,onnxruntime``) are timed in the same loop, one engine each, and compared stage by
+stage with paired per-iteration ratios.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tqdm import tqdm
 from openset_perception.atomic import atomic_write_text
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBinStats, depth_bin_statistics
-from openset_perception.engine import PRECISIONS, Segmenter
+from openset_perception.engine import PRECISIONS, Segmenter, check_runtime
 from openset_perception.image_codec import decode_color, decode_depth, numpy_to_image, rosbags_factories
 from openset_perception.models import ArchitectureSpec, build_model
 from openset_perception.models.blocks import resize_to
@@ -77,8 +79,13 @@ class BenchmarkConfig:
     model_width: float | None = None  # channel scale of width-scalable backbones (random weights only)
     num_classes: int = CITYSCAPES_CLASSES
     seed: int = 0
+    runtime: str = "torch"
+    execution_provider: str = "auto"  # onnxruntime's
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
+        if self.compile and self.runtime != "torch":
+            raise ValueError("--compile applies to the torch runtime only")
         if self.height < 32 or self.width < 32:
             raise ValueError(f"the input must be at least 32x32, got {self.height}x{self.width}")
         if self.batch < 1 or self.iterations < 1 or self.warmup < 0:
@@ -146,6 +153,8 @@ class BenchmarkResult:
     threshold: float
     threshold_source: str
     paired_overhead: dict[str, float]  # see paired_overheads
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)  # per path, in iteration order
+    node_stage_samples_ms: dict[str, list[float]] = field(default_factory=dict)
     overhead: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -218,7 +227,16 @@ def build_segmenter(config: BenchmarkConfig) -> Segmenter:
         torch.manual_seed(config.seed)
         card = random_weights_card(config.backbone, config.num_classes, config.model_width)
         model = build_model(card.architecture)
-    return Segmenter(model, card, device=config.device, precision=config.precision)
+    # The benchmark owns its model: BatchNorm is folded as from_checkpoint folds it.
+    return Segmenter(
+        model,
+        card,
+        device=config.device,
+        precision=config.precision,
+        runtime=config.runtime,
+        execution_provider=config.execution_provider,
+        fold_batchnorm=True,
+    )
 
 
 class ClosedSetNetwork(nn.Module):
@@ -277,10 +295,14 @@ class InferencePaths:
             x = F.interpolate(x, size=tuple(input_size), mode="bilinear", align_corners=False)
         net_height, net_width = x.shape[-2:]
         x, _ = pad_to_multiple(x, self._pad_multiple)
-        if segmenter.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(segmenter.device, segmenter.precision):
-            logits = self.closed_set_network(x)
+        if segmenter.runtime != "torch":
+            # The exported graph is the whole network; its inlier head is one 1x1 convolution more.
+            logits = resize_to(segmenter._network(x).logits, x.shape[-2:])
+        else:
+            if segmenter.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(segmenter.device, segmenter.precision):
+                logits = self.closed_set_network(x)
         logits = logits[..., :net_height, :net_width]
         if (net_height, net_width) != (height, width):
             logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
@@ -332,30 +354,76 @@ class InferencePaths:
 
 def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkResult:
     """Warm up, then time every path ``config.iterations`` times, interleaved."""
+    return run_interleaved([config], progress)[0]
+
+
+def run_interleaved(configs: Sequence[BenchmarkConfig], progress: bool = True) -> list[BenchmarkResult]:
+    """``run_benchmark`` for several configurations (e.g. one per runtime) in one loop.
+
+    Every iteration runs every path of every configuration, in an order that rotates from one
+    iteration to the next, so load changes on a shared machine hit all of them alike.
+    """
     load_start = os.getloadavg()[0]
-    segmenter = build_segmenter(config)
-    paths = InferencePaths(
-        segmenter, synthetic_inputs(config.batch, config.height, config.width, config.seed)
+    first = configs[0]
+    segmenters = [build_segmenter(config) for config in configs]
+    inputs = synthetic_inputs(first.batch, first.height, first.width, first.seed)
+    all_paths = [InferencePaths(segmenter, inputs) for segmenter in segmenters]
+    threshold_sources = [paths.set_threshold() for paths in all_paths]
+    # FLOPs are counted on the eager torch modules: the counter cannot see inside compiled graphs
+    # or onnxruntime; every runtime computes the same network.
+    gflops = {name: count_gflops(all_paths[0].calls()[name]) for name in ("closed_set", "densehybrid")}
+    for config, paths in zip(configs, all_paths, strict=True):
+        if config.compile:
+            paths.compile()
+    jobs = [(index, name) for index in range(len(configs)) for name in PATHS]
+    calls = [paths.calls() for paths in all_paths]
+    samples: list[dict[str, list[float]]] = [{name: [] for name in PATHS} for _ in configs]
+    node_stages: list[dict[str, list[float]]] = [{} for _ in configs]
+    runtimes = ",".join(config.runtime for config in configs)
+    label = (
+        f"{first.backbone} {first.height}x{first.width} b{first.batch} {segmenters[0].precision} {runtimes}"
     )
-    threshold_source = paths.set_threshold()
-    # FLOPs are counted on the eager modules: the counter cannot see inside compiled graphs.
-    gflops = {name: count_gflops(paths.calls()[name]) for name in ("closed_set", "densehybrid")}
-    if config.compile:
-        paths.compile()
-    calls = paths.calls()
-    samples: dict[str, list[float]] = {name: [] for name in PATHS}
-    node_stages: dict[str, list[float]] = {}
-    label = f"{config.backbone} {config.height}x{config.width} b{config.batch} {segmenter.precision}"
-    for iteration in tqdm(range(config.warmup + config.iterations), desc=label, disable=not progress):
-        offset = iteration % len(PATHS)
-        for name in PATHS[offset:] + PATHS[:offset]:
-            elapsed_ms, output = timed_call(calls[name], segmenter.device)
-            if iteration < config.warmup:
+    for iteration in tqdm(range(first.warmup + first.iterations), desc=label, disable=not progress):
+        offset = iteration % len(jobs)
+        for index, name in jobs[offset:] + jobs[:offset]:
+            elapsed_ms, output = timed_call(calls[index][name], segmenters[index].device)
+            if iteration < first.warmup:
                 continue
-            samples[name].append(elapsed_ms)
+            samples[index][name].append(elapsed_ms)
             if name == "node":
+                stages = node_stages[index]
                 for stage, ms in output.timings_ms.items():
-                    node_stages.setdefault(stage, []).append(ms)
+                    stages.setdefault(stage, []).append(ms)
+                # What the node does outside the engine: message decoding and encoding.
+                stages.setdefault("decode + encode", []).append(elapsed_ms - sum(output.timings_ms.values()))
+    load_end = os.getloadavg()[0]
+    return [
+        _result(
+            config,
+            segmenter,
+            calls[i],
+            samples[i],
+            node_stages[i],
+            gflops,
+            threshold_sources[i],
+            load_start,
+            load_end,
+        )
+        for i, (config, segmenter) in enumerate(zip(configs, segmenters, strict=True))
+    ]
+
+
+def _result(
+    config: BenchmarkConfig,
+    segmenter: Segmenter,
+    calls: Mapping[str, Callable[[], object]],
+    samples: Mapping[str, list[float]],
+    node_stages: Mapping[str, list[float]],
+    gflops: dict[str, float],
+    threshold_source: str,
+    load_start: float,
+    load_end: float,
+) -> BenchmarkResult:
     memory = {name: peak_memory_mb(calls[name], segmenter.device) for name in PATHS}
     results = {}
     for name in PATHS:
@@ -369,7 +437,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
         torch_threads=torch.get_num_threads(),
         commit=git_commit(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        load_average=(load_start, os.getloadavg()[0]),
+        load_average=(load_start, load_end),
         peak_memory_kind="cuda_max_allocated" if segmenter.device.type == "cuda" else "cpu_peak_rss_delta",
     )
     return BenchmarkResult(
@@ -381,6 +449,8 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
         threshold=segmenter.threshold,
         threshold_source=threshold_source,
         paired_overhead=paired_overheads(samples),
+        samples_ms={name: list(values) for name, values in samples.items()},
+        node_stage_samples_ms={stage: list(values) for stage, values in node_stages.items()},
     )
 
 
@@ -471,6 +541,7 @@ MARKDOWN_COLUMNS = (
     "input",
     "batch",
     "precision",
+    "runtime",
     "compile",
     "threads",
     "iters",
@@ -515,6 +586,7 @@ def markdown_row(result: BenchmarkResult) -> str:
         f"{config.height}x{config.width}",
         str(config.batch),
         env.precision,
+        config.runtime,
         "yes" if config.compile else "no",
         str(env.torch_threads),
         str(paths["closed_set"].latency.iterations),
@@ -559,10 +631,68 @@ def markdown_block(results: Sequence[BenchmarkResult], command: str) -> str:
     for r in results:
         stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in r.node_stage_ms.items())
         lines.append(
-            f"- {r.config.backbone}: engine stages in the node path (median ms): {stages}; "
+            f"- {r.config.backbone} ({r.config.runtime}): stages of the node path (median ms): {stages}; "
             f"threshold {r.threshold:.4g} ({r.threshold_source})."
         )
+    for group in runtime_groups(results):
+        lines += ["", runtime_comparison_table(group)]
     return "\n".join(lines) + "\n"
+
+
+def runtime_groups(results: Sequence[BenchmarkResult]) -> list[list[BenchmarkResult]]:
+    """Results of one backbone timed together under several runtimes (consecutive in ``results``)."""
+    groups: dict[str, list[BenchmarkResult]] = {}
+    for r in results:
+        groups.setdefault(r.config.backbone, []).append(r)
+    return [group for group in groups.values() if len({r.config.runtime for r in group}) > 1]
+
+
+NODE_STAGES = ("decode + encode", "preprocess", "network", "scoring", "postprocess", "depth")
+
+
+def paired_ratio(reference: Sequence[float], candidate: Sequence[float]) -> float:
+    """Median over iterations of reference / candidate (how many times faster the candidate is)."""
+    ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    return float(np.median(ref / np.maximum(cand, 1e-9)))
+
+
+def runtime_comparison_table(group: Sequence[BenchmarkResult]) -> str:
+    """Per-stage medians of the node path per runtime, the non-network share, and paired speed-ups
+    over the first runtime (first / other, per iteration, median)."""
+    reference = group[0]
+    names = [r.config.runtime for r in group]
+    header = [
+        "stage",
+        *(f"{name} ms" for name in names),
+        *(f"{reference.config.runtime} / {n}" for n in names[1:]),
+    ]
+    rows = []
+
+    def row(label: str, values: list[Sequence[float]]) -> None:
+        medians = [f"{np.median(v):.1f}" for v in values]
+        ratios = [f"{paired_ratio(values[0], v):.2f}x" for v in values[1:]]
+        rows.append([label, *medians, *ratios])
+
+    for stage in NODE_STAGES:
+        if all(stage in r.node_stage_samples_ms for r in group):
+            row(stage, [r.node_stage_samples_ms[stage] for r in group])
+    for path in PATHS:
+        row(PATH_TITLES[path], [r.samples_ms[path] for r in group])
+    share = []
+    for r in group:
+        node = np.asarray(r.samples_ms["node"])
+        network = np.asarray(r.node_stage_samples_ms["network"])
+        share.append(f"{100 * np.median((node - network) / node):.1f} %")
+    rows.append(["non-network share of the node path", *share, *([""] * (len(group) - 1))])
+    lines = [
+        f"{reference.config.backbone} {reference.config.height}x{reference.config.width} batch "
+        f"{reference.config.batch}, runtimes interleaved (median ms; ratios: paired per iteration):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    return "\n".join(lines)
 
 
 def append_markdown(path: str | Path, results: Sequence[BenchmarkResult], command: str) -> None:
@@ -580,7 +710,7 @@ def summary_line(result: BenchmarkResult) -> str:
     median = {name: paths[name].latency.median_ms for name in PATHS}
     return (
         f"{config.backbone} {config.height}x{config.width} batch {config.batch} "
-        f"{result.environment.precision}{' compiled' if config.compile else ''}: "
+        f"{result.environment.precision} {config.runtime}{' compiled' if config.compile else ''}: "
         f"closed-set {median['closed_set']:.1f} ms, + DenseHybrid {median['densehybrid']:.1f} ms "
         f"({overhead_text(result)}), + depth {median['depth']:.1f} ms, "
         f"node path {median['node']:.1f} ms ({paths['node'].fps:.2f} FPS); "

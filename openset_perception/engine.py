@@ -4,6 +4,12 @@ This is the single code path used by the ROS node, dataset and rosbag evaluation
 benchmarks and validation during training. Preprocessing (normalisation, optional resize, padding
 to the network stride) and postprocessing (upsampling, scoring, argmax, open-set fusion, depth
 binning) run on the model's device; only the final uint8/float32 maps travel back to the host.
+
+Two runtimes run the network and share everything else: ``torch`` (PyTorch eager; BatchNorm folded
+into the convolutions when the engine owns the model) and ``onnxruntime`` (the exported network
+through its CPU, CUDA or TensorRT execution providers, see ``onnx_runtime``). Either way the network
+stops at its output stride, and the upsampling to full resolution is fused with the argmax and the
+score a block of rows at a time, so the K x H x W logits exist only for a caller that asks.
 """
 
 from __future__ import annotations
@@ -22,13 +28,19 @@ import torch.nn.functional as F
 
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBins, DepthBinStats, depth_bin_statistics
-from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
+from openset_perception.models.blocks import resize_to
+from openset_perception.models.fold import fold_batchnorm as fold_model_batchnorm
+from openset_perception.models.segmenter import SegmenterOutput
+from openset_perception.preprocess import hwc_batch_to_tensor, normalize, normalize_padded, pad_to_multiple
+from openset_perception.row_blocks import tracing
 from openset_perception.scoring import SCORE_METHODS, classes_and_anomaly_score, open_set_from_semantic
 
 LOGGER = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OUTPUTS = ("semantic", "anomaly_score", "open_set", "depth_report")
+RUNTIMES = ("torch", "onnxruntime")
+EXECUTION_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")  # onnxruntime's; auto: the best available
 
 
 @dataclass
@@ -46,7 +58,7 @@ class FrameResult:
 class DenseMaps:
     """Full-resolution device tensors, for callers that keep computing on the device (validation)."""
 
-    logits: torch.Tensor  # (B,K,H,W) float
+    logits: torch.Tensor | None  # (B,K,H,W) float, only when asked for (with_logits)
     semantic: torch.Tensor  # (B,H,W) int64 closed-set argmax
     score: torch.Tensor  # (B,H,W) float32
 
@@ -73,8 +85,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
+
+
 class Segmenter:
-    """A loaded model plus its card, ready to segment batches of HxWx3 uint8 RGB frames."""
+    """A loaded model plus its card, ready to segment batches of HxWx3 uint8 RGB frames.
+
+    ``runtime``: ``torch`` or ``onnxruntime`` (needs the onnxruntime package; ``execution_provider``
+    forces tensorrt, cuda or cpu). ``fold_batchnorm`` folds the model's BatchNorm into its
+    convolutions in place (torch runtime; onnxruntime folds by itself): faster, equal up to float
+    rounding, and the caller's model changes, so only an owner of the model (``from_checkpoint``)
+    turns it on.
+    """
 
     def __init__(
         self,
@@ -82,15 +106,37 @@ class Segmenter:
         card: ModelCard,
         device: str | torch.device = "auto",
         precision: str = "fp32",
+        runtime: str = "torch",
+        execution_provider: str | None = None,
+        fold_batchnorm: bool = False,
         warn_uncalibrated: bool = True,
     ) -> None:
+        check_runtime(runtime)
+        self.runtime = runtime
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.card = card
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
         self._pad_multiple = int(getattr(getattr(model, "backbone", None), "pad_multiple", 32))
+        self._onnx = None
+        if execution_provider == "auto":
+            execution_provider = None
+        if runtime == "onnxruntime":
+            from openset_perception.onnx_runtime import OnnxNetwork
+
+            # The torch model stays on the CPU: it is only exported.
+            self.model = model.cpu().eval()
+            self._onnx = OnnxNetwork(self.model, card, self.device, self.precision, execution_provider)
+            self.precision = self._onnx.precision
+        else:
+            self.model = model.to(self.device).eval()
+            if fold_batchnorm:
+                example = torch.zeros(
+                    (1, 3, 2 * self._pad_multiple, 2 * self._pad_multiple), device=self.device
+                )
+                LOGGER.debug("folded %d BatchNorm layers", fold_model_batchnorm(self.model, example))
+            if self.device.type == "cuda":
+                self.model = self.model.to(memory_format=torch.channels_last)
+        self._input_buffer: torch.Tensor | None = None
         self.score_method = card.score_method
         self.score_temperature = card.score_temperature
         self.threshold = card.threshold if card.threshold is not None else math.inf
@@ -100,10 +146,23 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "auto", precision: str = "fp32"
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        runtime: str = "torch",
+        execution_provider: str | None = None,
     ) -> Segmenter:
         model, card = load_checkpoint(path, device="cpu")
-        return cls(model, card, device=device, precision=precision)
+        return cls(
+            model,
+            card,
+            device=device,
+            precision=precision,
+            runtime=runtime,
+            execution_provider=execution_provider,
+            fold_batchnorm=True,
+        )
 
     @property
     def num_classes(self) -> int:
@@ -151,13 +210,12 @@ class Segmenter:
         wanted = set(outputs)
         result = FrameResult(None, None, None, None, timings)
         with self._timed("postprocess", timings):
+            semantic = dense.semantic.to(torch.uint8)
             if "open_set" in wanted:
-                open_set = open_set_from_semantic(
-                    dense.semantic, dense.score, self.threshold, self.num_classes
-                )
-                result.open_set = open_set.to(torch.uint8).cpu().numpy()
+                open_set = open_set_from_semantic(semantic, dense.score, self.threshold, self.num_classes)
+                result.open_set = open_set.cpu().numpy()
             if "semantic" in wanted:
-                result.semantic = dense.semantic.to(torch.uint8).cpu().numpy()
+                result.semantic = semantic.cpu().numpy()
             if "anomaly_score" in wanted:
                 result.anomaly_score = dense.score.cpu().numpy()
         if "depth_report" in wanted and depth_list is not None:
@@ -165,26 +223,56 @@ class Segmenter:
                 result.depth_report = self._depth_report(dense.score, depth_list)
         return result
 
-    def dense_maps(self, batch: torch.Tensor, timings: dict[str, float] | None = None) -> DenseMaps:
-        """(B,3,H,W) uint8 tensor on the device -> full-resolution logits, classes and anomaly score."""
+    def dense_maps(
+        self, batch: torch.Tensor, timings: dict[str, float] | None = None, with_logits: bool = False
+    ) -> DenseMaps:
+        """(B,3,H,W) uint8 tensor on the device -> classes and anomaly score at full resolution.
+
+        ``with_logits`` also returns the full-resolution logits (upsampled whole, the unfused path;
+        the classes and scores are the same either way).
+        """
         timings = {} if timings is None else timings
         height, width = batch.shape[-2:]
+        resize = self.card.input_size is not None and tuple(self.card.input_size) != (height, width)
         with self._timed("preprocess", timings):
-            x = normalize(batch, self.card.normalization)
-            if self.card.input_size is not None and tuple(self.card.input_size) != (height, width):
+            if resize:
+                x = normalize(batch, self.card.normalization)
                 x = F.interpolate(x, size=tuple(self.card.input_size), mode="bilinear", align_corners=False)
-            net_height, net_width = x.shape[-2:]
-            x, _ = pad_to_multiple(x, self._pad_multiple)
-            if self.device.type == "cuda":
+                net_height, net_width = x.shape[-2:]
+                x, _ = pad_to_multiple(x, self._pad_multiple)
+            else:
+                # The padded input buffer is reused frame to frame (not while an exporter traces).
+                reuse = None if tracing() else self._input_buffer
+                x = normalize_padded(batch, self.card.normalization, self._pad_multiple, reuse)
+                self._input_buffer = None if tracing() else x
+                net_height, net_width = height, width
+            if self.device.type == "cuda" and self._onnx is None:
                 x = x.contiguous(memory_format=torch.channels_last)
-        with self._timed("network", timings), self._autocast():
-            out = self.model(x)
+        with self._timed("network", timings):
+            out = self._network(x)
         with self._timed("scoring", timings):
-            out = _crop_and_resize(out, (net_height, net_width), (height, width))
-            semantic, score = classes_and_anomaly_score(out, self.score_method, self.score_temperature)
+            method, temperature = self.score_method, self.score_temperature
+            if resize or with_logits:
+                full = type(out)(
+                    *(resize_to(t, x.shape[-2:]) for t in out[:2]),
+                    [resize_to(p, x.shape[-2:]) for p in out.probe_logits],
+                )
+                out = _crop_and_resize(full, (net_height, net_width), (height, width))
+                semantic, score = classes_and_anomaly_score(out, method, temperature)
+            else:
+                semantic, score = classes_and_anomaly_score(
+                    out, method, temperature, upsample=tuple(x.shape[-2:]), crop=(height, width)
+                )
             # Saturated fp16 heads can still produce inf after the float32 cast; keep the contract: finite.
             score = torch.nan_to_num(score, nan=0.0, posinf=1e30, neginf=-1e30)
-        return DenseMaps(logits=out.logits, semantic=semantic, score=score)
+        return DenseMaps(logits=out.logits if with_logits else None, semantic=semantic, score=score)
+
+    def _network(self, x: torch.Tensor) -> SegmenterOutput:
+        """The network at its output stride, in the chosen runtime."""
+        if self._onnx is not None:
+            return SegmenterOutput(*self._onnx(x))
+        with self._autocast():
+            return self.model(x, upsample=False)
 
     def _depth_report(
         self, score: torch.Tensor, depth_list: list[np.ndarray | None]
@@ -193,7 +281,9 @@ class Segmenter:
         report: list[list[DepthBinStats] | None] = [None] * len(depth_list)
         if not with_depth:
             return report
-        depth = torch.from_numpy(np.stack([depth_list[i] for i in with_depth])).to(self.device)
+        chosen = [depth_list[i] for i in with_depth]
+        stacked = chosen[0][None] if len(chosen) == 1 else np.stack(chosen)  # one camera: no copy
+        depth = torch.from_numpy(stacked).to(self.device)
         stats = depth_bin_statistics(score[with_depth], depth, self.threshold, self.depth_bins)
         for i, frame_stats in zip(with_depth, stats, strict=True):
             report[i] = frame_stats

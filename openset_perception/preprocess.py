@@ -53,11 +53,39 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (height, width)
 
 
+def normalize_padded(
+    images: torch.Tensor, normalization: Normalization, multiple: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``pad_to_multiple(normalize(images), multiple)[0]`` in one float32 buffer, bit for bit.
+
+    The frame is converted straight into the padded buffer's top-left and normalised there in
+    place, with the same operations in the same order as ``normalize``: one allocation (none when
+    ``out``, a zero-padded buffer of the right shape from an earlier call, is passed back) instead
+    of five full-size temporaries.
+    """
+    batch, channels, height, width = images.shape
+    shape = (batch, channels, height + (-height) % multiple, width + (-width) % multiple)
+    if out is None or tuple(out.shape) != shape or out.device != images.device:
+        out = torch.zeros(shape, dtype=torch.float32, device=images.device)
+    else:  # a smaller frame of the same padded size may follow a larger one: clear the margins
+        out[..., height:, :].zero_()
+        out[..., :height, width:].zero_()
+    x = out[..., :height, :width]
+    x.copy_(images)
+    if images.dtype == torch.uint8:
+        x.div_(255.0)
+    x.sub_(torch.tensor(normalization.mean, device=x.device).view(1, 3, 1, 1))
+    x.div_(torch.tensor(normalization.std, device=x.device).view(1, 3, 1, 1))
+    return out
+
+
 def hwc_batch_to_tensor(frames: Sequence, device: torch.device, pin_memory: bool = False) -> torch.Tensor:
     """Stack HxWx3 uint8 numpy frames into a (B,3,H,W) uint8 tensor on ``device``."""
     import numpy as np
 
-    batch = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
+    # One frame needs no stacking copy: a leading axis on the frame itself.
+    stacked = np.ascontiguousarray(frames[0])[None] if len(frames) == 1 else np.stack(frames)
+    batch = torch.from_numpy(np.ascontiguousarray(stacked))
     if pin_memory and device.type == "cuda":
         batch = batch.pin_memory()
     return batch.to(device, non_blocking=True).permute(0, 3, 1, 2)

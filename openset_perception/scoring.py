@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from openset_perception.row_blocks import in_row_blocks
+from openset_perception.row_blocks import in_row_blocks, upsampled_in_row_blocks
 
 SCORE_METHODS = (
     "densehybrid",
@@ -94,12 +94,19 @@ def anomaly_score(
 
 
 def classes_and_anomaly_score(
-    outputs: DenseOutputs, method: str = "densehybrid", temperature: float = 1.0
+    outputs: DenseOutputs,
+    method: str = "densehybrid",
+    temperature: float = 1.0,
+    upsample: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted_classes, anomaly_score)`` of the outputs from one pass over the logits.
 
     What a deployed segmenter needs every frame. The per-pixel class maximum behind the argmax also
     serves the scores built on it, and on a CPU each block of logits is read while still in cache.
+    ``upsample``: the outputs are at the network's stride; they are upsampled (bilinear) to this
+    size and cropped to ``crop`` (default: all of it) a block of rows at a time, fused with the
+    argmax and the score, with the same results as upsampling first.
     """
     if method not in SCORE_METHODS:
         raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
@@ -112,7 +119,10 @@ def classes_and_anomaly_score(
         class_max, classes = logits.max(dim=1)
         return classes, _score(method, temperature, logits, ood_logit, probe_logits, class_max)
 
-    return in_row_blocks(classes_and_score, outputs.logits, outputs.ood_logit, *outputs.probe_logits)
+    maps = (outputs.logits, outputs.ood_logit, *outputs.probe_logits)
+    if upsample is None:
+        return in_row_blocks(classes_and_score, *maps)
+    return upsampled_in_row_blocks(classes_and_score, maps, upsample, crop or upsample)
 
 
 def _score(
@@ -168,4 +178,4 @@ def open_set_from_semantic(
     semantic: torch.Tensor, score: torch.Tensor, threshold: float, num_known: int
 ) -> torch.Tensor:
     """Open-set map from an already computed argmax (saves a second argmax in the engine)."""
-    return torch.where(score >= threshold, torch.full_like(semantic, num_known), semantic)
+    return semantic.masked_fill(score >= threshold, num_known)

@@ -172,3 +172,26 @@ def test_timing_and_memory_measure_the_call() -> None:
     if peak is None:
         pytest.skip("this kernel does not let a process reset its peak RSS")
     assert peak >= 60
+
+
+def test_runtimes_are_timed_together_and_compared_stage_by_stage(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from openset_perception.benchmark import paired_ratio, run_interleaved, runtime_comparison_table
+    from openset_perception.onnx_runtime import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    configs = [BenchmarkConfig(**TINY, runtime=runtime) for runtime in ("torch", "onnxruntime")]
+    torch_result, onnx_result = run_interleaved(configs, progress=False)
+    assert (torch_result.config.runtime, onnx_result.config.runtime) == ("torch", "onnxruntime")
+    for result in (torch_result, onnx_result):
+        assert all(len(result.samples_ms[name]) == TINY["iterations"] for name in PATHS)
+        assert {"network", "scoring", "depth", "decode + encode"} <= set(result.node_stage_ms)
+    table = runtime_comparison_table([torch_result, onnx_result])
+    ratio = paired_ratio(torch_result.samples_ms["node"], onnx_result.samples_ms["node"])
+    assert "| stage | torch ms | onnxruntime ms | torch / onnxruntime |" in table
+    assert (
+        f"| full node path (decode -> engine -> encode) | {np.median(torch_result.samples_ms['node']):.1f} |"
+        in table
+    )
+    assert f"{ratio:.2f}x |" in table
+    assert paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # per-iteration ratios 2, 3, 4

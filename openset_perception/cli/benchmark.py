@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--size", type=parse_size, default=(1024, 2048), help="input HEIGHTxWIDTH; default 1024x2048"
     )
     parser.add_argument("--batch", type=int, default=1, help="frames per forward pass (cameras); default 1")
-    add_engine_arguments(parser)
+    add_engine_arguments(parser, several_runtimes=True)
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--iterations", type=int, default=100, help="timed iterations per path; default 100")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first; default 10")
@@ -93,7 +93,9 @@ def command_line(args: argparse.Namespace, backbones: list[str]) -> str:
     for backbone in backbones:
         words += ["--backbone", backbone]
     words += ["--size", f"{args.size[0]}x{args.size[1]}", "--batch", str(args.batch)]
-    words += ["--device", args.device, "--precision", args.precision]
+    words += ["--device", args.device, "--precision", args.precision, "--runtime", ",".join(args.runtime)]
+    if args.execution_provider != "auto":
+        words += ["--execution-provider", args.execution_provider]
     words += ["--iterations", str(args.iterations), "--warmup", str(args.warmup)]
     if args.compile:
         words.append("--compile")
@@ -117,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
         BenchmarkConfig,
         append_markdown,
         markdown_table,
-        run_benchmark,
+        run_interleaved,
+        runtime_comparison_table,
+        runtime_groups,
         summary_line,
     )
     from openset_perception.cli.main import UserError
@@ -129,28 +133,36 @@ def run(args: argparse.Namespace) -> int:
     backbones = backbone_names(args)
     try:
         configs = [
-            BenchmarkConfig(
-                backbone=backbone,
-                height=args.size[0],
-                width=args.size[1],
-                batch=args.batch,
-                device=args.device,
-                precision=args.precision,
-                compile=args.compile,
-                iterations=args.iterations,
-                warmup=args.warmup,
-                checkpoint=args.checkpoint,
-                model_width=args.width,
-                num_classes=args.num_classes,
-            )
+            [
+                BenchmarkConfig(
+                    backbone=backbone,
+                    height=args.size[0],
+                    width=args.size[1],
+                    batch=args.batch,
+                    device=args.device,
+                    precision=args.precision,
+                    compile=args.compile,
+                    iterations=args.iterations,
+                    warmup=args.warmup,
+                    checkpoint=args.checkpoint,
+                    model_width=args.width,
+                    num_classes=args.num_classes,
+                    runtime=runtime,
+                    execution_provider=args.execution_provider,
+                )
+                for runtime in args.runtime
+            ]
             for backbone in backbones
         ]
     except ValueError as error:
         raise UserError(str(error)) from error
-    results = [run_benchmark(config, progress=not args.no_progress) for config in configs]
+    # The runtimes of one backbone run interleaved in one loop; backbones one after the other.
+    results = [r for group in configs for r in run_interleaved(group, progress=not args.no_progress)]
     print(markdown_table(results))
     for result in results:
         print(summary_line(result))
+    for group in runtime_groups(results):
+        print("\n" + runtime_comparison_table(group))
     if args.json:
         atomic_write_text(args.json, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     if args.append_markdown:

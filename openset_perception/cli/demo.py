@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from openset_perception.cli.main import RUNTIME_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=512, help="frame width in px")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the generated scenes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=RUNTIME_CHOICES,
+        help="network runtime: torch or onnxruntime (needs the onnxruntime package); default torch",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or embedded_model_path()
     metrics = run_demo(
-        args.out, checkpoint, args.frames, args.height, args.width, args.seed, device=args.device
+        args.out,
+        checkpoint,
+        args.frames,
+        args.height,
+        args.width,
+        args.seed,
+        device=args.device,
+        runtime=args.runtime,
     )
     total = (metrics.get("latency_ms") or {}).get("total") or {}
     card = read_model_card(checkpoint).metrics.get("test") or {}

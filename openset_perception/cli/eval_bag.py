@@ -83,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
         outputs_bag = Path(args.write_outputs) if args.write_outputs else out_dir / "outputs"
         if outputs_bag.exists():
             raise UserError(f"{outputs_bag} already exists; bags are never overwritten")
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        runtime=args.runtime,
+        execution_provider=args.execution_provider,
+    )
     try:
         if args.score_method:
             segmenter.score_method = args.score_method

@@ -65,7 +65,13 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
         dataset = open_dataset(args.dataset, root, split=args.split)
     except ValueError as error:
         raise UserError(f"cannot open dataset '{args.dataset}' at {root}: {error}") from error
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        runtime=args.runtime,
+        execution_provider=args.execution_provider,
+    )
     try:
         if args.score_method:
             segmenter.score_method = args.score_method

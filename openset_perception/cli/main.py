@@ -34,12 +34,27 @@ class UserError(Exception):
     """An error caused by the user's input, reported as one line without a traceback."""
 
 
-# The engine's PRECISIONS, spelt out so that building the parser does not import torch.
+# The engine's PRECISIONS, RUNTIMES and EXECUTION_PROVIDERS, spelt out so that building the parser
+# does not import torch.
 PRECISION_CHOICES = ("fp32", "fp16", "bf16")
+RUNTIME_CHOICES = ("torch", "onnxruntime")
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--precision``, as every command that runs the engine takes them."""
+def parse_runtimes(text: str) -> list[str]:
+    """'torch,onnxruntime' -> ['torch', 'onnxruntime']; an argparse type."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RUNTIME_CHOICES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct runtimes from {', '.join(RUNTIME_CHOICES)} separated by commas, got '{text}'"
+        )
+    return names
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, several_runtimes: bool = False) -> None:
+    """``--device``, ``--precision``, ``--runtime`` and ``--execution-provider``, as every command that
+    runs the engine takes them; ``several_runtimes``: ``--runtime`` takes a comma-separated list."""
     parser.add_argument(
         "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
@@ -48,6 +63,24 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         choices=PRECISION_CHOICES,
         help="inference precision (fp16 falls back to fp32 on the CPU, as in the engine); default fp32",
+    )
+    runtime_help = "network runtime: torch or onnxruntime (needs the onnxruntime package); default torch"
+    if several_runtimes:
+        parser.add_argument(
+            "--runtime",
+            type=parse_runtimes,
+            default=["torch"],
+            help="runtimes to time, comma-separated, interleaved in one run (e.g. torch,onnxruntime); "
+            "default torch",
+        )
+    else:
+        parser.add_argument("--runtime", default="torch", choices=RUNTIME_CHOICES, help=runtime_help)
+    parser.add_argument(
+        "--execution-provider",
+        default="auto",
+        choices=PROVIDER_CHOICES,
+        help="onnxruntime execution provider; auto: TensorRT, CUDA, CPU as available on a CUDA device, "
+        "the CPU on the CPU; default auto",
     )
 
 
@@ -130,8 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from openset_perception.checkpoint import CheckpointError
     from openset_perception.config import ConfigError
+    from openset_perception.onnx_runtime import RuntimeDependencyError
 
-    return (UserError, FileNotFoundError, NotADirectoryError, CheckpointError, ConfigError)
+    return (
+        UserError,
+        FileNotFoundError,
+        NotADirectoryError,
+        CheckpointError,
+        ConfigError,
+        RuntimeDependencyError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

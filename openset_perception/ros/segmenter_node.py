@@ -130,7 +130,9 @@ class SegmenterNode(LifecycleNode):
             config = node_config(self._values(_READ_ONLY))
             settings = runtime_settings(self._values(_DYNAMIC))
             model_path = resolve_model_path(config.model, package_share_dir())
-            segmenter = Segmenter.from_checkpoint(model_path, config.device, config.precision)
+            segmenter = Segmenter.from_checkpoint(
+                model_path, config.device, config.precision, config.runtime, config.execution_provider
+            )
         except (ValueError, OSError, RuntimeError) as error:  # bad parameters, missing or corrupt model
             self.get_logger().error(f"configuration failed: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -163,7 +165,8 @@ class SegmenterNode(LifecycleNode):
         card = segmenter.card
         self.get_logger().info(
             f"loaded {model_path} ({card.architecture.backbone}, {card.num_classes} classes) on "
-            f"{segmenter.device} {segmenter.precision}; cameras: {', '.join(config.cameras)}"
+            f"{segmenter.device} {segmenter.precision} ({segmenter.runtime}); "
+            f"cameras: {', '.join(config.cameras)}"
         )
         return super().on_configure(state)
 

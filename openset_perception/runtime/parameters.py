@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from openset_perception.depth import DEFAULT_EDGES_M, DepthBins
-from openset_perception.engine import PRECISIONS
+from openset_perception.engine import EXECUTION_PROVIDERS, PRECISIONS, RUNTIMES
 from openset_perception.image_codec import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING
 from openset_perception.runtime.depth_report import DangerZone
 from openset_perception.runtime.outputs import OUTPUT_NAMES
@@ -57,6 +57,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec("device", "string", "auto", "Inference device.", constraints="auto, cpu, cuda or cuda:N"),
     ParameterSpec("precision", "string", "fp32", "Inference precision.", choices=tuple(PRECISIONS)),
+    ParameterSpec(
+        "runtime",
+        "string",
+        "torch",
+        "Network runtime (onnxruntime needs the onnxruntime package).",
+        choices=RUNTIMES,
+    ),
+    ParameterSpec(
+        "execution_provider",
+        "string",
+        "auto",
+        "onnxruntime execution provider; auto: TensorRT, CUDA, CPU as available on a CUDA device.",
+        choices=EXECUTION_PROVIDERS,
+    ),
     ParameterSpec(
         "cameras",
         "string_array",
@@ -211,6 +225,8 @@ class NodeConfig:
     model: str
     device: str
     precision: str
+    runtime: str
+    execution_provider: str
     cameras: tuple[str, ...]
     compressed: bool
     use_depth: bool
@@ -316,6 +332,8 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         model=str(v["model"]),
         device=str(v["device"]),
         precision=str(v["precision"]),
+        runtime=str(v["runtime"]),
+        execution_provider=str(v["execution_provider"]),
         cameras=tuple(v["cameras"]),
         compressed=bool(v["compressed"]),
         use_depth=bool(v["use_depth"]),
