@@ -3,7 +3,7 @@
 A plain pytest, one node process per runtime (``python -m openset_perception.ros.segmenter_node``
 with ``runtime:=<name>``) and a tiny random-weight checkpoint; a harness node publishes one camera
 frame until the outputs arrive and compares them with the engine run in this process under the same
-runtime. Skipped without rclpy or message_filters (and, for onnxruntime, without the package). DDS
+runtime. Skipped without rclpy (and, for onnxruntime, without the package). DDS
 stays on loopback (test/conftest.py) and on a random domain.
 """
 
@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("message_filters")  # the node synchronises image and depth with it
 
 from conftest import make_tiny_card, make_tiny_model  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
