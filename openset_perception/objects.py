@@ -7,8 +7,8 @@ loop over pixels: the cost grows with the number of masked pixels, not with the 
 labelling itself.
 
 3D values are in the camera's optical frame (x right, y down, z forward; see ``geometry``): the
-centroid is the mean of the component's back-projected pixels with valid depth, the extent their
-axis-aligned size (max - min), the bearing ``atan2(x, z)`` (positive to the right of the optical axis)
+centroid is the mean of the component's back-projected pixels with valid depth, the extent the
+axis-aligned size of their footprints (each pixel covers depth / focal length across), the bearing ``atan2(x, z)`` (positive to the right of the optical axis)
 and the lateral offset the centroid's x.
 """
 
@@ -152,8 +152,12 @@ def find_objects(
         if intrinsics is not None and present.size:
             points = backproject(depth_m, intrinsics, d_rows, d_cols).astype(np.float64)
             centroid[present] = np.add.reduceat(points, d_starts, axis=0) / depth_pixels[present, None]
-            extent[present] = np.maximum.reduceat(points, d_starts, axis=0) - np.minimum.reduceat(
-                points, d_starts, axis=0
+            # A pixel covers its footprint around its centre's ray: x and y reach half of it further.
+            half = np.zeros_like(points)
+            half[:, 0] = points[:, 2] / (2 * intrinsics.fx)
+            half[:, 1] = points[:, 2] / (2 * intrinsics.fy)
+            extent[present] = np.maximum.reduceat(points + half, d_starts, axis=0) - np.minimum.reduceat(
+                points - half, d_starts, axis=0
             )
 
     keep = components.pixels >= filters.min_pixels
