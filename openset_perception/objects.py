@@ -8,8 +8,8 @@ labelling itself.
 
 3D values are in the camera's optical frame (x right, y down, z forward; see ``geometry``): the
 centroid is the mean of the component's back-projected pixels with valid depth, the extent the
-axis-aligned size of their footprints (each pixel covers depth / focal length across), the bearing ``atan2(x, z)`` (positive to the right of the optical axis)
-and the lateral offset the centroid's x.
+axis-aligned size of their footprints (a pixel is depth / focal length wide), the bearing
+``atan2(x, z)`` (positive to the right of the optical axis) and the lateral offset the centroid's x.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ class CameraFrame:
     received_s: float  # monotonic receive time, for latency
     image_msg: Any
     depth_msg: Any = None
+    camera_info: Any = None  # sensor_msgs/CameraInfo paired with the image, or None
 
 
 @dataclass(frozen=True)
