@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
-
-import time
 
 import numpy as np
 import pytest
