@@ -24,7 +24,6 @@ from typing import Any
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from message_filters import ApproximateTimeSynchronizer, Subscriber
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -39,14 +38,22 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from openset_perception.engine import Segmenter
 from openset_perception.image_codec import numpy_to_image
+from openset_perception.ros.object_messages import marker_array, point_cloud
 from openset_perception.runtime.frame_buffer import CameraFrame, LatestFrameBuffer
 from openset_perception.runtime.health import HealthMonitor, gpu_memory_values, health_status
-from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS
+from openset_perception.runtime.outputs import (
+    DEPTH_OUTPUTS,
+    DEPTH_REPORT,
+    IMAGE_OUTPUT_ENCODINGS,
+    UNKNOWN_OBJECTS,
+    UNKNOWN_POINTS,
+)
 from openset_perception.runtime.parameters import (
     PARAMETERS,
     NodeConfig,
@@ -76,6 +83,7 @@ _ROS_TYPES = {
 _READ_ONLY = [spec.name for spec in PARAMETERS if spec.read_only]
 _DYNAMIC = [spec.name for spec in PARAMETERS if not spec.read_only]
 Publishers = dict[tuple[str, str], Any]  # (camera, output) -> lifecycle publisher
+_MESSAGE_TYPES = {DEPTH_REPORT: DiagnosticArray, UNKNOWN_OBJECTS: MarkerArray, UNKNOWN_POINTS: PointCloud2}
 
 
 TransitionCallback = Callable[[Any, State], TransitionCallbackReturn]
@@ -108,7 +116,8 @@ class _Runtime:
     publishers: Publishers
     timer: Any
     subscriptions: list[Any] = field(default_factory=list)
-    synchronizers: list[Any] = field(default_factory=list)
+    pending: dict[tuple[str, str], Any] = field(default_factory=dict)  # (camera, image|depth) -> msg
+    camera_info: dict[str, Any] = field(default_factory=dict)  # camera -> latest CameraInfo
 
 
 class SegmenterNode(LifecycleNode):
@@ -147,6 +156,7 @@ class SegmenterNode(LifecycleNode):
             self._on_rejected,
             self._on_failure,
             health,
+            on_notice=self.get_logger().info,
         )
         self._runtime = _Runtime(
             config=config,
@@ -226,9 +236,9 @@ class SegmenterNode(LifecycleNode):
         publishers = {}
         for camera in config.cameras:
             for output in config.outputs:
-                if output == DEPTH_REPORT and not config.use_depth:
+                if output in DEPTH_OUTPUTS and not config.use_depth:
                     continue
-                msg_type = DiagnosticArray if output == DEPTH_REPORT else Image
+                msg_type = _MESSAGE_TYPES.get(output, Image)
                 publishers[(camera, output)] = self.create_lifecycle_publisher(
                     msg_type, output_topic(camera, output), qos
                 )
@@ -239,6 +249,17 @@ class SegmenterNode(LifecycleNode):
         image_type = CompressedImage if config.compressed else Image
         depth_topic = config.depth_topic(camera)
         overrides = QoSOverridingOptions.with_default_policies()
+        info_topic = config.camera_info_topic(camera)
+        if info_topic is not None and depth_topic is not None:
+            # The latest calibration goes with each frame (intrinsics rarely change).
+            runtime.subscriptions.append(
+                self.create_subscription(
+                    CameraInfo,
+                    info_topic,
+                    lambda msg, cam=camera: self._on_camera_info(cam, msg),
+                    _sensor_qos(),
+                )
+            )
         if depth_topic is None:
             runtime.subscriptions.append(
                 self.create_subscription(
@@ -251,28 +272,25 @@ class SegmenterNode(LifecycleNode):
             )
             return
         depth_type = CompressedImage if config.compressed_depth else Image
-        filters = [
-            Subscriber(
-                self,
-                image_type,
-                config.image_topic(camera),
-                qos_profile=_sensor_qos(),
-                qos_overriding_options=overrides,
-            ),
-            Subscriber(
-                self, depth_type, depth_topic, qos_profile=_sensor_qos(), qos_overriding_options=overrides
-            ),
-        ]
-        synchronizer = ApproximateTimeSynchronizer(filters, config.sync_queue_size, config.sync_slop)
-        synchronizer.registerCallback(lambda image, depth, cam=camera: self._on_frame(cam, image, depth))
-        runtime.subscriptions.extend(f.sub for f in filters)
-        runtime.synchronizers.append(synchronizer)
+        for stream, msg_type, topic in (
+            ("image", image_type, config.image_topic(camera)),
+            ("depth", depth_type, depth_topic),
+        ):
+            runtime.subscriptions.append(
+                self.create_subscription(
+                    msg_type,
+                    topic,
+                    lambda msg, cam=camera, stream=stream: self._on_stream(cam, stream, msg),
+                    _sensor_qos(),
+                    qos_overriding_options=overrides,
+                )
+            )
 
     def _stop(self, runtime: _Runtime) -> None:
         for subscription in runtime.subscriptions:
             self.destroy_subscription(subscription)
         runtime.subscriptions.clear()
-        runtime.synchronizers.clear()
+        runtime.pending.clear()
         runtime.worker.stop()
         if runtime.segmenter.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -309,8 +327,31 @@ class SegmenterNode(LifecycleNode):
                 received_s=time.monotonic(),
                 image_msg=image_msg,
                 depth_msg=depth_msg,
+                camera_info=runtime.camera_info.get(camera),
             )
         )
+
+    def _on_stream(self, camera: str, stream: str, msg: Any) -> None:
+        """Pair image and depth by stamp (within ``sync_slop``): the newest of each waits for the other.
+
+        A minimal stand-in for a stamp synchroniser (issue #14 brings the full one).
+        """
+        runtime = self._runtime
+        if runtime is None:
+            return
+        other = runtime.pending.get((camera, "depth" if stream == "image" else "image"))
+        if other is not None and abs(_stamp_s(other) - _stamp_s(msg)) <= runtime.config.sync_slop:
+            image, depth = (msg, other) if stream == "image" else (other, msg)
+            runtime.pending.pop((camera, "image"), None)
+            runtime.pending.pop((camera, "depth"), None)
+            self._on_frame(camera, image, depth)
+            return
+        runtime.pending[(camera, stream)] = msg
+
+    def _on_camera_info(self, camera: str, info_msg: Any) -> None:
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.camera_info[camera] = info_msg
 
     def _on_rejected(self, rejected: Rejected) -> None:
         self.get_logger().warning(
@@ -387,6 +428,14 @@ def _publish_result(publishers: Publishers, result: CameraResult) -> None:
     if result.depth_statuses is not None:
         report = DiagnosticArray(header=header, status=[_to_msg(s) for s in result.depth_statuses])
         publishers[(camera, DEPTH_REPORT)].publish(report)
+    if result.objects is not None:
+        publishers[(camera, UNKNOWN_OBJECTS)].publish(marker_array(result.objects, header, camera))
+    if result.points is not None:
+        publishers[(camera, UNKNOWN_POINTS)].publish(point_cloud(result.points, header))
+
+
+def _stamp_s(msg: Any) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
