@@ -343,3 +343,51 @@ class ComponentMetricAccumulator:
             )
             results.append({"range_m": [low, high], **summary})
         return results
+
+
+@dataclass(frozen=True)
+class ComponentOptions:
+    """How an evaluation computes component metrics: the pixel threshold (None: best pixel F1) and sizes."""
+
+    threshold: float | None = None
+    settings: ComponentSettings = TRACKS["anomaly"]
+
+    @property
+    def threshold_source(self) -> str:
+        return "best pixel F1" if self.threshold is None else "fixed"
+
+
+def pixel_f1_at(curves: CurvePoints, threshold: float) -> float | None:
+    """Pixel-level F1 of ``score >= threshold`` from the curve's operating points (None above them all)."""
+    flagged = np.flatnonzero(np.asarray(curves.thresholds) >= threshold)
+    if flagged.size == 0:
+        return None
+    index = int(flagged[-1])  # thresholds descend: the last one >= t flags exactly the pixels >= t
+    precision, recall = float(curves.precision[index]), float(curves.recall[index])
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+DEFAULT_COMPONENT_OPTIONS = ComponentOptions()  # SMIYC AnomalyTrack sizes at the best-pixel-F1 threshold
+
+
+def parse_component_options(threshold: str, track: str, card_threshold: float | None) -> ComponentOptions:
+    """Options from command-line words: ``threshold`` "best-f1", "card" or a number; ``track`` in TRACKS.
+
+    Raises ValueError (naming the option) for anything else or for "card" without a calibrated threshold.
+    """
+    if track not in TRACKS:
+        raise ValueError(f"--component-track must be one of {', '.join(TRACKS)}, got '{track}'")
+    settings = TRACKS[track]
+    if threshold == "best-f1":
+        return ComponentOptions(None, settings)
+    if threshold == "card":
+        if card_threshold is None or not math.isfinite(card_threshold):
+            raise ValueError("--threshold card: the model card has no calibrated threshold (run calibrate)")
+        return ComponentOptions(float(card_threshold), settings)
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise ValueError(f"--threshold must be best-f1, card or a number, got '{threshold}'") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--threshold must be finite, got {threshold}")
+    return ComponentOptions(value, settings)

@@ -28,6 +28,7 @@ from openset_perception.bags.frames import BagFrame, ReadStatistics, announced_i
 from openset_perception.bags.outputs import OutputBagWriter
 from openset_perception.bags.reader import BagReader
 from openset_perception.bags.writer import CLASS_NAMES_KEY, STORAGE_FORMATS
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.evaluate import add_run_settings
@@ -84,6 +85,7 @@ def evaluate_bag(
     write_outputs: str | Path | None = None,
     progress: bool = True,
     title: str = "Bag evaluation report",
+    components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
 ) -> dict:
     """Evaluate and write metrics.json, report.md and plots to ``out_dir``; returns the metrics.
 
@@ -94,7 +96,9 @@ def evaluate_bag(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    accumulator = EvaluationAccumulator(
+        segmenter.num_classes, segmenter.card.class_names, mode=mode, components=components
+    )
     statistics = ReadStatistics()
     with BagReader(bag) as reader:
         check_bag_classes(segmenter, reader)

@@ -20,6 +20,7 @@ from openset_perception.bags import topics
 from openset_perception.bags.evaluate import decode_ground_truth
 from openset_perception.bags.frames import frame_name, stamp_ns
 from openset_perception.bags.pairing import NANOSECONDS, PairedFrame, StampPairer
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, decode_depth, image_to_numpy
@@ -43,8 +44,11 @@ class LiveEvaluation:
         slop_s: float = 0.05,
         queue_size: int = 50,
         mode: AccumulatorMode = "binned",
+        components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
-        self.accumulator = EvaluationAccumulator(len(class_names), class_names, mode=mode)
+        self.accumulator = EvaluationAccumulator(
+            len(class_names), class_names, mode=mode, components=components
+        )
         self.slop_ns = round(slop_s * NANOSECONDS)
         self.queue_size = queue_size
         self._pairers: dict[str, StampPairer] = {}

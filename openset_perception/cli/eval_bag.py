@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openset_perception.cli.component_options import add_component_arguments, component_options
 from openset_perception.cli.main import add_engine_arguments
 
 
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exact anomaly metrics from every labelled pixel (memory grows with the bag); "
         "default: constant-memory score histograms",
     )
+    add_component_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if outputs_bag.exists():
             raise UserError(f"{outputs_bag} already exists; bags are never overwritten")
     segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    components = component_options(args, segmenter.card.threshold)
     try:
         if args.score_method:
             segmenter.score_method = args.score_method
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             mode="exact" if args.exact else "binned",
             write_outputs=outputs_bag,
             progress=not args.no_progress,
+            components=components,
             title=f"Bag evaluation: {Path(args.checkpoint).name} on {bag.name} ({segmenter.score_method})",
         )
     except ValueError as error:

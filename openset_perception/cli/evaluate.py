@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openset_perception.cli.component_options import add_component_arguments, component_options
 from openset_perception.cli.main import add_engine_arguments
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exact anomaly metrics from every labelled pixel (memory grows with the dataset, about "
         "5 bytes per pixel); default: constant-memory score histograms, typically within 0.1 points",
     )
+    add_component_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from openset_perception.evaluation.evaluate import evaluate_dataset, summary_line
 
     segmenter, dataset = open_inputs(args)
+    components = component_options(args, segmenter.card.threshold)
     split = [args.split] if args.split else []
     default_out = Path("eval") / "_".join([Path(args.checkpoint).stem, args.dataset, *split])
     out_dir = Path(args.out) if args.out else default_out
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         mode="exact" if args.exact else "binned",
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
+        components=components,
     )
     print(summary_line(metrics, out_dir))
     return 0

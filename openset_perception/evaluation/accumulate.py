@@ -22,6 +22,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from openset_perception.component_metrics import (
+    DEFAULT_COMPONENT_OPTIONS,
+    ComponentMetricAccumulator,
+    ComponentOptions,
+    best_pixel_f1,
+    pixel_f1_at,
+)
+from openset_perception.depth import DepthBins
 from openset_perception.metrics import (
     DEFAULT_DISTANCE_EDGES_M,
     IGNORE_INDEX,
@@ -40,6 +48,8 @@ ANOMALY_BITS = 20
 # Nine depth ranges with two histograms each: fewer bits keep them at 4 MiB per range.
 DISTANCE_BITS = 18
 SKIPPED_NAMES_SHOWN = 20
+# AnomalyMetricAccumulator.curves returns every operating point up to this many (2 ** ANOMALY_BITS bins).
+ALL_CURVE_POINTS = 1 << 21
 
 
 class EvaluationAccumulator:
@@ -51,6 +61,7 @@ class EvaluationAccumulator:
         class_names: Sequence[str],
         depth_edges: Sequence[float] = DEFAULT_DISTANCE_EDGES_M,
         mode: AccumulatorMode = "binned",
+        components: ComponentOptions | None = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
         if len(class_names) != num_known:
             raise ValueError(f"{len(class_names)} class names for {num_known} known classes")
@@ -61,6 +72,12 @@ class EvaluationAccumulator:
         self.per_distance = DistanceBinnedAccumulator(tuple(depth_edges), mode=mode, bits=DISTANCE_BITS)
         self.closed_confusion = ConfusionMatrixAccumulator(num_known)
         self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
+        # Component-level (SMIYC) metrics; None switches them off (threshold calibration needs none).
+        self.component_options = components
+        self.components = None
+        if components is not None:
+            bins = DepthBins(tuple(float(edge) for edge in depth_edges), beyond_last=False)
+            self.components = ComponentMetricAccumulator(components.settings, components.threshold, bins)
         self.latency_ms: dict[str, list[float]] = {}
         self.skipped: dict[str, list[str]] = {}
         self.counts: Counter[str] = Counter()
@@ -73,8 +90,12 @@ class EvaluationAccumulator:
         gt_anomaly: np.ndarray | None = None,
         gt_semantic: np.ndarray | None = None,
         depth: np.ndarray | None = None,
+        gt_instances: np.ndarray | None = None,
     ) -> None:
         """Add one frame. All maps are HxW; predictions may be None (calibration needs only scores).
+
+        ``gt_instances`` (instance ids, 0 = none) separates touching anomalies for the component metrics;
+        without it, ground-truth instances are the connected components of the anomaly pixels.
 
         Raises ValueError for mismatched shapes or invalid labels and then leaves the totals unchanged.
         """
@@ -86,6 +107,7 @@ class EvaluationAccumulator:
             gt_anomaly=gt_anomaly,
             gt_semantic=gt_semantic,
             depth=depth,
+            gt_instances=gt_instances,
         )
         if not np.isfinite(score).all():
             raise ValueError("anomaly scores must be finite")
@@ -117,6 +139,8 @@ class EvaluationAccumulator:
         if labels is not None:
             self.counts["with_anomaly_gt"] += 1
             self.anomaly.update(score, labels)
+            if self.components is not None:
+                self.components.update(score, labels, depth, gt_instances)
         if depth is not None:
             self.counts["with_depth"] += 1
             if labels is not None:
@@ -143,6 +167,7 @@ class EvaluationAccumulator:
             "anomaly": self._anomaly(),
             "segmentation": self._segmentation(),
             "per_distance": self._per_distance(),
+            "components": self._components(),
             "latency_ms": self._latency() or None,
             "frames": self._frames(),
             "skipped_frames": {reason: list(names) for reason, names in self.skipped.items()},
@@ -158,6 +183,22 @@ class EvaluationAccumulator:
         if not (self.anomaly.n_pos and self.anomaly.n_neg):
             return None
         return self.anomaly.compute()
+
+    def _components(self) -> dict | None:
+        """Component metrics at the fixed threshold or at the one with the best pixel F1."""
+        if self.components is None or self.component_options is None or not self.components.frames:
+            return None
+        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+            return None
+        curves = self.anomaly.curves(ALL_CURVE_POINTS)
+        if self.component_options.threshold is None:
+            pixel_f1, threshold = best_pixel_f1(curves)
+            section = self.components.compute(threshold)
+        else:
+            section = self.components.compute()
+            pixel_f1 = pixel_f1_at(curves, self.component_options.threshold)
+        assert section is not None
+        return {"threshold_source": self.component_options.threshold_source, "pixel_f1": pixel_f1, **section}
 
     def _segmentation(self) -> dict | None:
         if not self.counts["with_semantic_gt"]:

@@ -18,6 +18,7 @@ from typing import cast
 import numpy as np
 from tqdm import tqdm
 
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
@@ -124,6 +125,7 @@ def _segment_batch(
                 gt_anomaly=sample.anomaly,
                 gt_semantic=sample.semantic,
                 depth=sample.depth,
+                gt_instances=sample.instances,
             )
         except ValueError as error:
             _skip(accumulator, "invalid ground truth", name, error)
@@ -165,6 +167,7 @@ def evaluate_dataset(
     mode: AccumulatorMode = "binned",
     progress: bool = True,
     title: str = "Evaluation report",
+    components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
 ) -> dict:
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
@@ -174,7 +177,9 @@ def evaluate_dataset(
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    accumulator = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode=mode)
+    accumulator = EvaluationAccumulator(
+        segmenter.num_classes, segmenter.card.class_names, mode=mode, components=components
+    )
     run_frames(
         segmenter,
         dataset,

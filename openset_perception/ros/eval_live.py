@@ -24,6 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from openset_perception.bags import topics
 from openset_perception.bags.live import DEPTH, GROUND_TRUTH, INPUT_IMAGE, NODE_OUTPUTS, LiveEvaluation
 from openset_perception.checkpoint import read_model_card
+from openset_perception.component_metrics import parse_component_options
 
 DEFAULT_CAMERAS = ("camera",)
 IDLE_CHECK_PERIOD_S = 0.5
@@ -82,7 +83,11 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> dict:
     """Spin until idle or Ctrl-C, then write the report to ``args.out``; returns the metrics."""
     card = read_model_card(args.checkpoint)
     evaluation = LiveEvaluation(
-        card.class_names, args.slop, args.queue_size, mode="exact" if args.exact else "binned"
+        card.class_names,
+        args.slop,
+        args.queue_size,
+        mode="exact" if args.exact else "binned",
+        components=parse_component_options(args.threshold, args.component_track, card.threshold),
     )
     cameras = tuple(args.cameras or DEFAULT_CAMERAS)
     rclpy.init(args=["eval_live", *ros_args])
