@@ -14,6 +14,10 @@ Four paths start from the same frames (random weights unless a checkpoint is giv
 The first three start from a uint8 batch already on the device, so ``densehybrid - closed_set`` is
 exactly the inlier head + its upsampling + the score + the fusion. Within every iteration the paths
 run in rotating order, so a change of machine load hits all of them alike.
+
+Beside the paths, every iteration also times the node's unknown-object stage on the host (connected
+components and object statistics of the open-set mask, the decimated point cloud and its PointCloud2
+encoding) on the maps of one DenseHybrid run, and relates it to that iteration's ``densehybrid`` time.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ from tqdm import tqdm
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBinStats, depth_bin_statistics
 from openset_perception.engine import PRECISIONS, Segmenter
+from openset_perception.geometry import Intrinsics, anomaly_points
 from openset_perception.image_codec import decode_color, decode_depth, numpy_to_image, rosbags_factories
 from openset_perception.models import ArchitectureSpec, build_model
 from openset_perception.models.blocks import resize_to
+from openset_perception.objects import ObjectFilters, UnknownObject, find_objects
+from openset_perception.point_cloud_codec import numpy_to_pointcloud2
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
 from openset_perception.scoring import open_set_from_semantic, predicted_classes
 
@@ -59,6 +66,9 @@ NODE_OUTPUT_ENCODINGS = {"semantic": "mono8", "anomaly_score": "32FC1", "open_se
 WIDTH_SCALABLE_BACKBONES = ("swiftnet_rn18",)
 CITYSCAPES_CLASSES = 19
 THRESHOLD_QUANTILE = 0.95
+# The node's defaults for the object stage (object_min_pixels, object_max_distance, cloud_decimation).
+OBJECT_FILTERS = ObjectFilters(min_pixels=50, max_distance_m=50.0)
+CLOUD_DECIMATION = 2
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,9 @@ class BenchmarkResult:
     threshold: float
     threshold_source: str
     paired_overhead: dict[str, float]  # see paired_overheads
+    # Unknown-object stage: median_ms, p95_ms, share_of_densehybrid (median of per-iteration ratios),
+    # objects, points, unknown_fraction (of the first frame).
+    objects: dict[str, float] = field(default_factory=dict)
     overhead: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +179,7 @@ class BenchmarkResult:
             "paired_overhead": self.paired_overhead,
             "gflops": self.gflops,
             "node_stage_ms": self.node_stage_ms,
+            "objects": self.objects,
         }
 
 
@@ -317,6 +331,37 @@ class InferencePaths:
             )
         return NodeOutput(messages, result.depth_report, result.timings_ms)
 
+    def prepare_objects(self) -> None:
+        """Host maps of one DenseHybrid run for the object stage, with a pinhole camera of focal = width."""
+        _, open_set, score = self.densehybrid()
+        self._unknown = (open_set == self.segmenter.num_classes).cpu().numpy()
+        self._score = score.cpu().numpy()
+        height, width = self._score.shape[-2:]
+        self._intrinsics = Intrinsics.from_focal_length(float(width), width, height)
+        typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._cloud_factories = (
+            typestore.types["sensor_msgs/msg/PointCloud2"],
+            typestore.types["sensor_msgs/msg/PointField"],
+        )
+        self._header = rosbags_factories(typestore).header()
+
+    @property
+    def unknown_fraction(self) -> float:
+        return float(self._unknown.mean())
+
+    def objects(self) -> tuple[list[list[UnknownObject]], list[Any]]:
+        """The node's object stage per frame: objects, decimated points, PointCloud2 encoding."""
+        cloud, point_field = self._cloud_factories
+        objects, clouds = [], []
+        for index, depth in enumerate(self.inputs.depth_m):
+            mask, score = self._unknown[index], self._score[index]
+            objects.append(find_objects(mask, score, depth, self._intrinsics, OBJECT_FILTERS))
+            points = anomaly_points(depth, score, mask, self._intrinsics, CLOUD_DECIMATION)
+            clouds.append(
+                numpy_to_pointcloud2(points, self._header, msg_factory=cloud, field_factory=point_field)
+            )
+        return objects, clouds
+
     def set_threshold(self) -> str:
         """Use the card's threshold; without one, flag the top 5% of this run's scores, so the
         fusion and the depth statistics do the work they do in deployment."""
@@ -337,6 +382,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
         segmenter, synthetic_inputs(config.batch, config.height, config.width, config.seed)
     )
     threshold_source = paths.set_threshold()
+    paths.prepare_objects()
     # FLOPs are counted on the eager modules: the counter cannot see inside compiled graphs.
     gflops = {name: count_gflops(paths.calls()[name]) for name in ("closed_set", "densehybrid")}
     if config.compile:
@@ -344,6 +390,7 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
     calls = paths.calls()
     samples: dict[str, list[float]] = {name: [] for name in PATHS}
     node_stages: dict[str, list[float]] = {}
+    object_ms: list[float] = []
     label = f"{config.backbone} {config.height}x{config.width} b{config.batch} {segmenter.precision}"
     for iteration in tqdm(range(config.warmup + config.iterations), desc=label, disable=not progress):
         offset = iteration % len(PATHS)
@@ -355,6 +402,9 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
             if name == "node":
                 for stage, ms in output.timings_ms.items():
                     node_stages.setdefault(stage, []).append(ms)
+        elapsed_ms, (objects, clouds) = timed_call(paths.objects, segmenter.device)
+        if iteration >= config.warmup:
+            object_ms.append(elapsed_ms)
     memory = {name: peak_memory_mb(calls[name], segmenter.device) for name in PATHS}
     results = {}
     for name in PATHS:
@@ -380,7 +430,27 @@ def run_benchmark(config: BenchmarkConfig, progress: bool = True) -> BenchmarkRe
         threshold=segmenter.threshold,
         threshold_source=threshold_source,
         paired_overhead=paired_overheads(samples),
+        objects=_object_stage(object_ms, samples["densehybrid"], objects, clouds, paths),
     )
+
+
+def _object_stage(
+    object_ms: Sequence[float],
+    densehybrid_ms: Sequence[float],
+    objects: Sequence[Sequence[UnknownObject]],
+    clouds: Sequence[Any],
+    paths: InferencePaths,
+) -> dict[str, float]:
+    latency = LatencyStats.from_samples(object_ms)
+    share = np.asarray(object_ms, np.float64) / np.asarray(densehybrid_ms, np.float64)
+    return {
+        "median_ms": latency.median_ms,
+        "p95_ms": latency.p95_ms,
+        "share_of_densehybrid": float(np.median(share)),
+        "objects": float(np.mean([len(frame) for frame in objects])),
+        "points": float(np.mean([cloud.width for cloud in clouds])),
+        "unknown_fraction": paths.unknown_fraction,
+    }
 
 
 def paired_overheads(samples_ms: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -561,6 +631,8 @@ def markdown_block(results: Sequence[BenchmarkResult], command: str) -> str:
             f"- {r.config.backbone}: engine stages in the node path (median ms): {stages}; "
             f"threshold {r.threshold:.4g} ({r.threshold_source})."
         )
+        if r.objects:
+            lines.append(f"- {r.config.backbone}: {object_stage_text(r)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -569,6 +641,16 @@ def append_markdown(path: str | Path, results: Sequence[BenchmarkResult], comman
     path = Path(path)
     with path.open("a", encoding="utf-8") as handle:
         handle.write("\n" + markdown_block(results, command))
+
+
+def object_stage_text(result: BenchmarkResult) -> str:
+    o = result.objects
+    return (
+        f"unknown objects + point cloud (host, per batch) {o['median_ms']:.1f} ms median "
+        f"({o['p95_ms']:.1f} p95) = {100 * o['share_of_densehybrid']:.2f} % of the DenseHybrid path "
+        f"(paired); {o['objects']:.0f} objects, {o['points']:.0f} points per frame, "
+        f"{100 * o['unknown_fraction']:.1f} % of the pixels unknown"
+    )
 
 
 def summary_line(result: BenchmarkResult) -> str:
@@ -580,7 +662,8 @@ def summary_line(result: BenchmarkResult) -> str:
         f"closed-set {median['closed_set']:.1f} ms, + DenseHybrid {median['densehybrid']:.1f} ms "
         f"({overhead_text(result)}), + depth {median['depth']:.1f} ms, "
         f"node path {median['node']:.1f} ms ({paths['node'].fps:.2f} FPS); "
-        f"GFLOPs {result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}"
+        f"GFLOPs {result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}; "
+        + object_stage_text(result)
     )
 
 

@@ -15,6 +15,7 @@ from openset_perception.benchmark import (
     BenchmarkConfig,
     InferencePaths,
     LatencyStats,
+    markdown_block,
     markdown_row,
     paired_overheads,
     peak_memory_mb,
@@ -172,3 +173,11 @@ def test_timing_and_memory_measure_the_call() -> None:
     if peak is None:
         pytest.skip("this kernel does not let a process reset its peak RSS")
     assert peak >= 60
+
+
+def test_object_stage_is_timed_against_the_densehybrid_path(tiny_result) -> None:
+    objects = tiny_result.objects
+    assert 0 < objects["median_ms"] <= objects["p95_ms"]
+    assert objects["share_of_densehybrid"] > 0 and 0 < objects["unknown_fraction"] < 1
+    assert objects["points"] > 0  # the depth ramp is valid almost everywhere
+    assert "of the DenseHybrid path" in markdown_block([tiny_result], "cmd")
