@@ -87,3 +87,23 @@ def test_objects_are_only_made_for_the_outputs_that_need_them(segmenter: Segment
     pipeline.update(far)
     result, _ = _process(pipeline, _info(40.0), wanted=("unknown_objects",))
     assert result.objects == []
+
+
+def test_shipped_examples_use_the_object_outputs() -> None:
+    import yaml
+
+    from openset_perception.runtime.parameters import node_config, output_topic
+
+    config_dir = Path(__file__).resolve().parents[1] / "config"
+    camera = node_config({}).cameras[0]
+    cloud_topic = "/" + output_topic(camera, "unknown_points")
+    nav2 = yaml.safe_load((config_dir / "nav2_unknown_obstacles.yaml").read_text())
+    voxels = nav2["local_costmap"]["local_costmap"]["ros__parameters"]["unknown_voxels"]
+    source = voxels["unknown_points"]
+    assert source["topic"] == cloud_topic and source["data_type"] == "PointCloud2"
+    assert source["marking"] is True and source["clearing"] is False
+    assert "unknown_points" in voxels["observation_sources"].split()
+    rviz = yaml.safe_load((config_dir / "segment.rviz").read_text())
+    shown = {d["Class"]: d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]}
+    assert shown["rviz_default_plugins/MarkerArray"] == "/" + output_topic(camera, "unknown_objects")
+    assert shown["rviz_default_plugins/PointCloud2"] == cloud_topic
