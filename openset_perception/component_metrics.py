@@ -22,7 +22,7 @@ every instance and segment goes into the depth bin of its median valid depth (``
 The SMIYC pixel threshold is the one that maximises pixel-level F1 over the dataset, known only once
 every frame has been seen. :class:`ComponentMetricAccumulator` therefore either scores each frame at
 once (a fixed threshold) or spools the frames to a temporary folder on disk and scores them at
-``compute`` (memory stays flat; the disk holds 9 bytes per pixel, 13 with depth, until then).
+``compute`` (memory stays flat; the disk holds 5 bytes per pixel, 9 with depth, until then).
 """
 
 from __future__ import annotations
