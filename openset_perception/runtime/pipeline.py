@@ -154,8 +154,8 @@ class InferencePipeline:
                     "no camera_info" if frame.camera_info is None else "an uncalibrated camera_info (K = 0)"
                 )
                 notices.append(
-                    f"camera '{frame.camera}': {source} and focal_length_px is 0, so unknown_points stays "
-                    "empty and unknown_objects carry no 3D position until intrinsics arrive"
+                    f"camera '{frame.camera}': {source} and focal_length_px is 0, so unknown_points is not "
+                    "published and unknown_objects carry no 3D position until intrinsics arrive"
                 )
             return None
         if frame.camera in self._without_3d:
