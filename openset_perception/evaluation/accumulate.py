@@ -17,6 +17,7 @@ number of frames; ``exact`` mode keeps every labelled pixel and equals the one-s
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -48,8 +49,9 @@ ANOMALY_BITS = 20
 # Nine depth ranges with two histograms each: fewer bits keep them at 4 MiB per range.
 DISTANCE_BITS = 18
 SKIPPED_NAMES_SHOWN = 20
-# AnomalyMetricAccumulator.curves returns every operating point up to this many (2 ** ANOMALY_BITS bins).
-ALL_CURVE_POINTS = 1 << 21
+# A max_points no run reaches: AnomalyMetricAccumulator.curves then returns every operating point
+# (at most 2 ** ANOMALY_BITS in binned mode), so the best pixel F1 is searched among all of them.
+ALL_CURVE_POINTS = sys.maxsize
 
 
 class EvaluationAccumulator:
