@@ -130,3 +130,29 @@ def test_intrinsics_from_camera_info() -> None:
     assert (half.fx, half.fy, half.cx, half.cy) == (250.0, 255.0, 159.75, 119.75)
     with pytest.raises(ValueError, match="focal"):
         Intrinsics(0.0, 1.0, 0.0, 0.0, 10, 10)
+
+
+def test_point_cloud_message_round_trip_through_rosbags_cdr() -> None:
+    from rosbags.typesys import Stores, get_typestore
+
+    from openset_perception.image_codec import rosbags_factories
+    from openset_perception.point_cloud_codec import numpy_to_pointcloud2, pointcloud2_to_numpy
+
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    types = typestore.types
+    points = np.random.default_rng(2).normal(size=(37, 4)).astype(np.float32)
+    header = rosbags_factories(typestore).header(123_000_000_456, "cam_optical_frame")
+    message = numpy_to_pointcloud2(
+        points,
+        header,
+        msg_factory=types["sensor_msgs/msg/PointCloud2"],
+        field_factory=types["sensor_msgs/msg/PointField"],
+    )
+    assert (message.height, message.width, message.point_step, message.row_step) == (1, 37, 16, 37 * 16)
+    assert [f.name for f in message.fields] == ["x", "y", "z", "score"] and message.is_dense
+    raw = typestore.serialize_cdr(message, "sensor_msgs/msg/PointCloud2")
+    decoded = typestore.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2")
+    assert decoded.header.frame_id == "cam_optical_frame" and decoded.header.stamp.nanosec == 456
+    np.testing.assert_array_equal(pointcloud2_to_numpy(decoded), points)
+    with pytest.raises(ValueError, match="points must be"):
+        numpy_to_pointcloud2(points[:, :3], header, msg_factory=dict, field_factory=dict)
