@@ -123,33 +123,41 @@ def find_objects(
         )
         raise ValueError(f"object maps differ in shape: {shapes}")
     components = label_components(mask)
-    if components.count == 0:
+    # Components under min_pixels are dropped before any pixel is gathered: noise costs nothing more.
+    chosen = np.flatnonzero(components.pixels >= filters.min_pixels)
+    count = chosen.size
+    if count == 0:
         return []
-    rows, cols = np.nonzero(components.labels)
-    ids = components.labels[rows, cols].astype(np.int64)
+    pixels, boxes = components.pixels[chosen], components.boxes[chosen]
+    compact = np.zeros(components.count + 1, np.int64)  # label -> 1..count, 0 = background or dropped
+    compact[chosen + 1] = np.arange(1, count + 1)
+    flat = np.flatnonzero(mask)  # a boolean mask is much faster to scan than the int32 labels
+    ids = compact[components.labels.reshape(-1)[flat]]
+    flat, ids = flat[ids > 0], ids[ids > 0]
     order = np.argsort(ids, kind="stable")
-    rows, cols, ids = rows[order], cols[order], ids[order]
-    starts = np.searchsorted(ids, np.arange(1, components.count + 1))
-    pixel_scores = scores[rows, cols].astype(np.float64)
-    mean_score = np.add.reduceat(pixel_scores, starts) / components.pixels
+    flat, ids = flat[order], ids[order]
+    starts = np.searchsorted(ids, np.arange(1, count + 1))
+    pixel_scores = scores.reshape(-1)[flat].astype(np.float64)
+    mean_score = np.add.reduceat(pixel_scores, starts) / pixels
     max_score = np.maximum.reduceat(pixel_scores, starts)
 
-    count = components.count
     depth_pixels = np.zeros(count, np.int64)
     nearest = np.full(count, np.nan)
     median = np.full(count, np.nan)
     centroid = np.full((count, 3), np.nan)
     extent = np.full((count, 3), np.nan)
     if depth_m is not None:
-        with_depth = valid_depth(depth_m[rows, cols])
-        d_rows, d_cols, d_ids = rows[with_depth], cols[with_depth], ids[with_depth]
+        pixel_depth = depth_m.reshape(-1)[flat]
+        with_depth = valid_depth(pixel_depth)
+        d_flat, d_ids, d_depth = flat[with_depth], ids[with_depth], pixel_depth[with_depth]
         depth_pixels = np.bincount(d_ids, minlength=count + 1)[1:]
-        median = per_component_median(d_ids, depth_m[d_rows, d_cols], count)
+        median = per_component_median(d_ids, d_depth, count)
         present = np.flatnonzero(depth_pixels)
         d_starts = np.searchsorted(d_ids, present + 1)
         if present.size:
-            nearest[present] = np.minimum.reduceat(depth_m[d_rows, d_cols].astype(np.float64), d_starts)
+            nearest[present] = np.minimum.reduceat(d_depth.astype(np.float64), d_starts)
         if intrinsics is not None and present.size:
+            d_rows, d_cols = np.divmod(d_flat, mask.shape[1])
             points = backproject(depth_m, intrinsics, d_rows, d_cols).astype(np.float64)
             centroid[present] = np.add.reduceat(points, d_starts, axis=0) / depth_pixels[present, None]
             # A pixel covers its footprint around its centre's ray: x and y reach half of it further.
@@ -160,9 +168,8 @@ def find_objects(
                 points - half, d_starts, axis=0
             )
 
-    keep = components.pixels >= filters.min_pixels
     frontal = np.fmax(extent[:, 0], extent[:, 1])
-    keep &= ~(frontal < filters.min_size_m)  # NaN (no 3D) compares False: kept
+    keep = ~(frontal < filters.min_size_m)  # NaN (no 3D) compares False: kept
     keep &= ~(nearest > filters.max_distance_m)
     objects = []
     for index in np.flatnonzero(keep):
@@ -171,8 +178,8 @@ def find_objects(
         objects.append(
             UnknownObject(
                 id=len(objects),
-                pixels=int(components.pixels[index]),
-                bbox=tuple(int(v) for v in components.boxes[index]),  # type: ignore[arg-type]
+                pixels=int(pixels[index]),
+                bbox=tuple(int(v) for v in boxes[index]),  # type: ignore[arg-type]
                 mean_score=float(mean_score[index]),
                 max_score=float(max_score[index]),
                 depth_pixels=int(depth_pixels[index]),
