@@ -107,3 +107,36 @@ def test_shipped_examples_use_the_object_outputs() -> None:
     shown = {d["Class"]: d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]}
     assert shown["rviz_default_plugins/MarkerArray"] == "/" + output_topic(camera, "unknown_objects")
     assert shown["rviz_default_plugins/PointCloud2"] == cloud_topic
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("cloud_decimation", 0),
+        ("cloud_decimation", 2.0),
+        ("focal_length_px", float("nan")),
+        ("focal_length_px", -1.0),
+        ("object_min_pixels", 0),
+        ("object_max_distance", float("inf")),
+        ("object_min_size", -0.1),
+        ("use_camera_info", 1),
+    ],
+)
+def test_bad_object_parameters_are_refused_by_name(name: str, value: object) -> None:
+    from openset_perception.runtime.parameters import ParameterError, check_value
+
+    with pytest.raises(ParameterError, match=name):
+        check_value(name, value)
+
+
+def test_object_parameters_reach_the_settings() -> None:
+    settings = runtime_settings(
+        {"object_min_pixels": 7, "object_min_size": 0.3, "object_max_distance": 12.0, "cloud_decimation": 3}
+    )
+    assert (settings.objects.min_pixels, settings.objects.min_size_m, settings.objects.max_distance_m) == (
+        7,
+        0.3,
+        12.0,
+    )
+    assert settings.cloud_decimation == 3 and settings.focal_length_px is None
+    assert runtime_settings({"focal_length_px": 600.0}).focal_length_px == 600.0
