@@ -45,6 +45,10 @@ class ModelCard:
     description: str = ""
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # False for imported closed-set checkpoints: the engine refuses the scores that read the inlier head.
+    inlier_head_trained: bool = True
+    # Provenance of imported weights: format, publisher, file name, sha256 of the input file.
+    source: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
