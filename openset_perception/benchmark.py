@@ -43,7 +43,6 @@ from openset_perception.depth import DepthBinStats, depth_bin_statistics
 from openset_perception.engine import PRECISIONS, Segmenter
 from openset_perception.image_codec import decode_color, decode_depth, numpy_to_image, rosbags_factories
 from openset_perception.models import ArchitectureSpec, build_model
-from openset_perception.models.blocks import resize_to
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
 from openset_perception.scoring import open_set_from_semantic, predicted_classes
 
@@ -227,10 +226,11 @@ class ClosedSetNetwork(nn.Module):
         super().__init__()
         self.backbone = model.backbone
         self.classifier = model.classifier
+        self.upsample = model.upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x, with_probes=False)
-        return resize_to(self.classifier(features.prelogits), x.shape[-2:])
+        return self.upsample(self.classifier(features.prelogits), x.shape[-2:])
 
 
 class InferencePaths:

@@ -8,12 +8,14 @@ from openset_perception.models.backbones import (
     deeplabv3plus_r50,
     deeplabv3plus_r101,
     ldn121,
+    ldn121_reference,
     swiftnet_rn18,
 )
 
 _BUILDERS: dict[str, Callable[..., FeatureNet]] = {
     "swiftnet_rn18": swiftnet_rn18,
     "ldn121": ldn121,
+    "ldn121_reference": ldn121_reference,
     "deeplabv3plus_r50": deeplabv3plus_r50,
     "deeplabv3plus_r101": deeplabv3plus_r101,
 }

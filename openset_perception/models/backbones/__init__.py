@@ -3,7 +3,7 @@
 from openset_perception.models.backbones.base import DenseFeatures, FeatureNet
 from openset_perception.models.backbones.deeplab import DeepLabV3Plus, deeplabv3plus_r50, deeplabv3plus_r101
 from openset_perception.models.backbones.ladder import LadderNet
-from openset_perception.models.backbones.ldn import ldn121
+from openset_perception.models.backbones.ldn import ldn121, ldn121_reference
 from openset_perception.models.backbones.swiftnet import swiftnet_rn18
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "deeplabv3plus_r50",
     "deeplabv3plus_r101",
     "ldn121",
+    "ldn121_reference",
     "swiftnet_rn18",
 ]

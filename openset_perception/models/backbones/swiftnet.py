@@ -21,4 +21,4 @@ def swiftnet_rn18(
         encoder.load_state_dict(state, strict=True)
     if decoder_channels is None:
         decoder_channels = scaled_channels(SWIFTNET_DECODER_CHANNELS, width)
-    return LadderNet(encoder, encoder.stage_channels, decoder_channels)
+    return LadderNet(encoder, encoder.stage_channels, decoder_channels, (decoder_channels,) * 3)
