@@ -23,3 +23,6 @@ __all__ = [
     "read_state_dict",
     "register",
 ]
+
+# Importing a format module registers its formats.
+from openset_perception.weights_import import densehybrid, swiftnet  # noqa: F401
