@@ -4,7 +4,8 @@ from openset_perception.models.backbones.base import DenseFeatures, FeatureNet
 from openset_perception.models.backbones.deeplab import DeepLabV3Plus, deeplabv3plus_r50, deeplabv3plus_r101
 from openset_perception.models.backbones.ladder import LadderNet
 from openset_perception.models.backbones.ldn import ldn121, ldn121_reference
-from openset_perception.models.backbones.swiftnet import swiftnet_rn18
+from openset_perception.models.backbones.swiftnet import swiftnet_rn18, swiftnet_rn18_reference
+from openset_perception.models.backbones.swiftnet_pyramid import swiftnet_rn18_pyramid
 
 __all__ = [
     "DeepLabV3Plus",
@@ -16,4 +17,6 @@ __all__ = [
     "ldn121",
     "ldn121_reference",
     "swiftnet_rn18",
+    "swiftnet_rn18_pyramid",
+    "swiftnet_rn18_reference",
 ]
