@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from weights_parity import FIXTURES, generate_state_dict, parity_image, read_key_list
 
 from openset_perception.engine import DenseMaps, Segmenter
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize
 from openset_perception.weights_import import WeightImportError, get_format, import_weights
-from weights_parity import FIXTURES, generate_state_dict, parity_image, read_key_list
 
 IMAGE_SIZE = (64, 96)
 IMAGE_SEED = 15
