@@ -30,6 +30,8 @@ VARIANTS = [
     ("deeplabv3plus_r50", (), True),
     ("deeplabv3plus_r101", (), True),
     ("ldn121_reference", (), False),
+    ("swiftnet_rn18_reference", (), False),
+    ("swiftnet_rn18_pyramid", (), False),
 ]
 
 
@@ -69,6 +71,8 @@ def resnet18_parameter_count(width: float) -> int:
         (VARIANTS[3], 32, 33),
         (VARIANTS[4], 65, 97),
         (VARIANTS[5], 65, 97),
+        (VARIANTS[6], 65, 97),
+        (VARIANTS[7], 33, 131),
     ],
 )
 def test_outputs_have_input_size_and_match_bilinear_upsampling(
