@@ -34,6 +34,7 @@ import hashlib
 import pickle
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -45,6 +46,8 @@ from openset_perception.cli.main import main
 from openset_perception.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from openset_perception.engine import Segmenter
 from openset_perception.preprocess import hwc_batch_to_tensor
+from openset_perception.training.config import load_train_config
+from openset_perception.training.trainer import Trainer
 from openset_perception.weights_import import (
     WeightImportError,
     fold_two_channel_ood_head,
@@ -53,6 +56,9 @@ from openset_perception.weights_import import (
     read_state_dict,
 )
 
+pytest_plugins = ["conftest_datasets"]
+
+REPO = Path(__file__).resolve().parents[1]
 SWIFTNET_FORMATS = ("swiftnet-rn18", "swiftnet-rn18-pyramid")
 MEAN = (73.15, 82.90, 72.3)
 STD = (47.67, 48.49, 47.73)
@@ -277,3 +283,54 @@ def test_cli_imports_and_reports_errors_in_one_line(
     assert main(["import-weights", "--format", "swiftnet-rn18", str(bad), "--out", str(tmp_path / "x")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("openset-perception import-weights: error:") and "\n" not in error
+
+
+def _write_fake_ade20k(root: Path) -> None:
+    """ADEChallengeData2016 layout with two images (RGB .jpg, class-index .png)."""
+    rng = np.random.default_rng(6)
+    (root / "images" / "training").mkdir(parents=True)
+    (root / "annotations" / "training").mkdir(parents=True)
+    for index in range(2):
+        name = f"ADE_train_{index:08d}"
+        image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        labels = rng.integers(1, 151, (6, 8)).astype(np.uint8).repeat(8, axis=0).repeat(8, axis=1)
+        cv2.imwrite(str(root / "images" / "training" / f"{name}.jpg"), image[..., ::-1])
+        cv2.imwrite(str(root / "annotations" / "training" / f"{name}.png"), labels)
+
+
+def test_swiftnet_densehybrid_recipe_fine_tunes_an_imported_model(
+    swiftnet_checkpoint: Path, fake_dataset, tmp_path: Path
+) -> None:
+    """config/train/cityscapes_swiftnet_densehybrid.yaml for two steps on generated Cityscapes/ADE20k."""
+    cityscapes = fake_dataset("cityscapes", split="train", depth=False)
+    _write_fake_ade20k(tmp_path / "ade")
+    config = load_train_config(
+        REPO / "config/train/cityscapes_swiftnet_densehybrid.yaml",
+        {
+            "output_dir": str(tmp_path / "runs"),
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "model.init_checkpoint": str(swiftnet_checkpoint),
+            "data.train.root": str(cityscapes.root),
+            "data.val": None,
+            "data.crop_size": [64, 64],
+            "data.batch_size": 2,
+            "data.num_workers": 0,
+            "negatives.root": str(tmp_path / "ade"),
+            "negatives.ade_crop_size": 32,
+        },
+    )
+    imported = load_file(str(swiftnet_checkpoint))
+    result = Trainer(config).fit()
+    tuned = load_file(str(result.checkpoint))
+    card = read_model_card(result.checkpoint)
+    assert card.normalization == read_model_card(swiftnet_checkpoint).normalization
+    assert card.architecture.backbone == "swiftnet_rn18_reference"
+    assert card.inlier_head_trained and card.score_method == "densehybrid"
+    assert tuned.keys() == imported.keys()
+    for prefix in ("backbone.encoder.", "backbone.upsampling.", "classifier.", "ood_head."):
+        moved = [k for k in imported if k.startswith(prefix) and not torch.equal(imported[k], tuned[k])]
+        assert moved, f"no {prefix} tensor changed"
+    segmenter = Segmenter.from_checkpoint(result.checkpoint, device="cpu")
+    frame = parity_image(64, 96, 0)
+    assert np.isfinite(segmenter.segment([frame]).anomaly_score).all()
