@@ -31,13 +31,16 @@ Stored: ``logits`` of ``model(image, target_size=(H/4, W/4), image_size=(H, W))`
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from rosbags.typesys import Stores, get_typestore
 from safetensors.torch import load_file
 from weights_parity import FIXTURES, generate_state_dict, parity_image, read_key_list
 
@@ -45,7 +48,12 @@ from openset_perception.checkpoint import read_model_card
 from openset_perception.cli.main import main
 from openset_perception.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from openset_perception.engine import Segmenter
+from openset_perception.image_codec import numpy_to_image, rosbags_factories
 from openset_perception.preprocess import hwc_batch_to_tensor
+from openset_perception.runtime.frame_buffer import CameraFrame
+from openset_perception.runtime.outputs import OUTPUT_NAMES
+from openset_perception.runtime.parameters import runtime_settings
+from openset_perception.runtime.pipeline import InferencePipeline
 from openset_perception.training.config import load_train_config
 from openset_perception.training.trainer import Trainer
 from openset_perception.weights_import import (
@@ -59,6 +67,7 @@ from openset_perception.weights_import import (
 pytest_plugins = ["conftest_datasets"]
 
 REPO = Path(__file__).resolve().parents[1]
+FACTORIES = rosbags_factories(get_typestore(Stores.ROS2_JAZZY))
 SWIFTNET_FORMATS = ("swiftnet-rn18", "swiftnet-rn18-pyramid")
 MEAN = (73.15, 82.90, 72.3)
 STD = (47.67, 48.49, 47.73)
@@ -334,3 +343,44 @@ def test_swiftnet_densehybrid_recipe_fine_tunes_an_imported_model(
     segmenter = Segmenter.from_checkpoint(result.checkpoint, device="cpu")
     frame = parity_image(64, 96, 0)
     assert np.isfinite(segmenter.segment([frame]).anomaly_score).all()
+
+
+def test_imported_swiftnet_runs_through_evaluate_eval_bag_and_the_node_runtime(
+    swiftnet_checkpoint: Path, fake_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The imported checkpoint needs nothing special: evaluate, make-bag + eval-bag, InferencePipeline."""
+    laf = fake_dataset("fishyscapes_laf")
+    checkpoint = str(swiftnet_checkpoint)
+    evaluate = ["evaluate", "--checkpoint", checkpoint, "--dataset", laf.name, "--root", str(laf.root)]
+    assert main([*evaluate, "--out", str(tmp_path / "eval"), "--exact", "--no-progress"]) == 0
+    bag = tmp_path / "bag"
+    assert (
+        main(["make-bag", "--dataset", laf.name, "--root", str(laf.root), "--out", str(bag), "--no-progress"])
+        == 0
+    )
+    eval_bag = ["eval-bag", str(bag), "--checkpoint", checkpoint, "--out", str(tmp_path / "eval_bag")]
+    assert main([*eval_bag, "--exact", "--device", "cpu", "--write-outputs", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "eval_bag" / "outputs").is_dir()  # the node's outputs, as a bag
+    dataset_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    bag_metrics = json.loads((tmp_path / "eval_bag" / "metrics.json").read_text())
+    assert dataset_metrics["frames"]["evaluated"] == bag_metrics["frames"]["evaluated"] == len(laf.samples)
+    assert dataset_metrics["anomaly"]["ap"] == pytest.approx(bag_metrics["anomaly"]["ap"], abs=1e-6)
+    assert dataset_metrics["anomaly"]["fpr95"] == pytest.approx(bag_metrics["anomaly"]["fpr95"], abs=1e-6)
+
+    segmenter = Segmenter.from_checkpoint(swiftnet_checkpoint, device="cpu")
+    pipeline = InferencePipeline(segmenter, runtime_settings({}))
+    image = laf.samples[0].image
+    header = FACTORIES.header(1_000_000_000, "camera_optical")
+    message = numpy_to_image(image, "rgb8", header, msg_factory=FACTORIES.image)
+    frame = CameraFrame("camera", header, 1.0, time.monotonic(), message, None)
+    outcome = pipeline.process([frame], lambda camera: OUTPUT_NAMES)
+    assert outcome.rejected == []
+    result = outcome.results[0].images
+    expected = segmenter.segment([image])
+    np.testing.assert_array_equal(result["semantic"], expected.semantic[0])
+    # No threshold yet: no unknown pixels, so the overlay is image and Cityscapes colour half and half.
+    palette = np.asarray(CITYSCAPES_PALETTE, dtype=np.float64)
+    blended = (image.astype(np.float64) + palette[expected.semantic[0]]) / 2
+    assert np.abs(result["overlay"].astype(np.float64) - blended).max() <= 1.0
+    assert len(np.unique(expected.semantic[0])) > 1
