@@ -14,19 +14,23 @@ moves its mean/std to CUDA in the constructor. For each format, the authors' cla
 | densehybrid-ldn121 | ``models/ladder_densenet.py: LadderDenseNetTH(Args(), num_classes=19)`` |
 | densehybrid-ldn121-streethazards | ``LadderDenseNetTH(Args(), num_classes=12)`` |
 | densehybrid-ldn121-streethazards-closed | ``LadderDenseNet(Args(), num_classes=12)`` |
+| densehybrid-wrn38 | ``models/deeplabv3/deeplabv3.py: DeepWV3PlusTH(num_classes=19)`` |
+| densehybrid-wrn38-closed | ``DeepWV3Plus(num_classes=19)`` |
 
-The key list was written from that model's ``state_dict()`` with ``weights_parity.write_key_list``; the
-state dict loaded into it (``strict=True``) was ``weights_parity.generate_state_dict(keys, seed=1515,
-weight_scales={every 4-D convolution weight: CONV_SCALE[format]})``, exactly as ``authors_state_dict``
-below makes it; the input was ``weights_parity.parity_image(64, 96, seed=15)`` as torchvision's
-``ToTensor`` gives it (uint8 HWC -> float CHW / 255, batch of one), the authors' own preprocessing.
-Stored (float32, ``np.savez_compressed``): ``logits`` (K, H, W) and, for the heads with one,
+The key list was written from that model's ``state_dict()`` with ``weights_parity.write_key_list``;
+the state dict loaded into it (``strict=True``) was ``weights_parity.generate_state_dict(keys,
+seed=1515, weight_scales={every 4-D convolution weight: conv_scale(format, name)})``, exactly as
+``authors_state_dict`` below makes it; the input was ``weights_parity.parity_image(64, 96, seed=15)``
+as torchvision's ``ToTensor`` gives it (uint8 HWC -> float CHW / 255, batch of one), the authors' own
+preprocessing (the WRN-38 classes subtract the ImageNet mean and divide by the std inside).
+Stored (float32, ``np.savez_compressed``): ``logits`` (K, H, W) and, for the classes with a head,
 ``logits_ood`` (2, H, W) and ``score = log(softmax(logits_ood)[:, 1]) - logsumexp(logits)`` as in their
 ``smiyc_submission.py: method_densehybrid``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +45,33 @@ from openset_perception.weights_import import WeightImportError, get_format, imp
 IMAGE_SIZE = (64, 96)
 IMAGE_SEED = 15
 WEIGHTS_SEED = 1515
-# Convolution weight scale (times He-normal) that keeps the authors' logits at a few units.
-CONV_SCALE = {
-    "densehybrid-ldn121": 0.9,
-    "densehybrid-ldn121-streethazards": 0.9,
-    "densehybrid-ldn121-streethazards-closed": 0.9,
-}
-FORMATS = list(CONV_SCALE)
+FORMATS = [
+    "densehybrid-ldn121",
+    "densehybrid-ldn121-streethazards",
+    "densehybrid-ldn121-streethazards-closed",
+    "densehybrid-wrn38",
+    "densehybrid-wrn38-closed",
+]
+# Convolution weight scales (times He-normal) that keep the authors' logits at a few units; in WRN-38
+# the convolutions after the first of each residual branch are smaller, so the residual sums stay tame.
+LDN_CONV_SCALE = 0.9
+WRN38_RESIDUAL_END = re.compile(r"^mod\d\.block\d+\.convs\.conv[23]\.weight$")
+WRN38_RESIDUAL_SCALE = 0.3
+WRN38_CONV_SCALE = 0.8
 LOGIT_ATOL = 1e-3
 SCORE_ATOL = 1e-3
 ARGMAX_AGREEMENT = 0.9999
 
 
+def conv_scale(format_name: str, name: str) -> float:
+    if "wrn38" not in format_name:
+        return LDN_CONV_SCALE
+    return WRN38_RESIDUAL_SCALE if WRN38_RESIDUAL_END.match(name) else WRN38_CONV_SCALE
+
+
 def authors_state_dict(format_name: str) -> dict[str, torch.Tensor]:
     keys = read_key_list(FIXTURES / f"{format_name}.keys.json")
-    scales = {name: CONV_SCALE[format_name] for name, shape, _ in keys if len(shape) == 4}
+    scales = {name: conv_scale(format_name, name) for name, shape, _ in keys if len(shape) == 4}
     return generate_state_dict(keys, WEIGHTS_SEED, weight_scales=scales)
 
 

@@ -88,20 +88,26 @@ def test_outputs_have_input_size_and_match_bilinear_upsampling(
     assert full.ood_logit.shape == (1, 1, height, width)
     assert [p.shape for p in full.probe_logits] == [(1, NUM_CLASSES, height, width)] * num_probes
     # Stem conv (k7 s2 p3) and max-pool (k3 s2 p1) each map n -> ceil(n / 2); the LDN authors'
-    # 2x2 max-pool stem floors instead.
+    # 2x2 max-pool stem floors instead; NVIDIA's WRN-38 decodes at stride 2 (its first max-pool).
+    output_stride = 4
     if variant[0] == "ldn121_reference":
-        stride4 = (math.ceil(height / 2) // 2, math.ceil(width / 2) // 2)
+        coarse_size = (math.ceil(height / 2) // 2, math.ceil(width / 2) // 2)
+    elif variant[0] == "deeplabv3plus_wrn38":
+        output_stride = 2
+        coarse_size = (math.ceil(height / 2), math.ceil(width / 2))
     else:
-        stride4 = (math.ceil(height / 4), math.ceil(width / 4))
-    assert model.backbone.output_stride == 4
-    assert coarse.logits.shape[-2:] == stride4
-    assert all(p.shape[-2:] == stride4 for p in coarse.probe_logits)
+        coarse_size = (math.ceil(height / 4), math.ceil(width / 4))
+    assert model.backbone.output_stride == output_stride
+    assert coarse.logits.shape[-2:] == coarse_size
+    assert all(p.shape[-2:] == coarse_size for p in coarse.probe_logits)
     for upsampled, native in zip(
         [full.logits, full.ood_logit, *full.probe_logits],
         [coarse.logits, coarse.ood_logit, *coarse.probe_logits],
         strict=True,
     ):
-        expected = F.interpolate(native, size=(height, width), mode="bilinear", align_corners=False)
+        expected = F.interpolate(
+            native, size=(height, width), mode="bilinear", align_corners=model.backbone.align_corners
+        )
         torch.testing.assert_close(upsampled, expected)
 
 
@@ -345,6 +351,11 @@ def test_unknown_backbone_name_lists_valid_names() -> None:
     with pytest.raises(ValueError) as error:
         build_backbone("resnet9000")
     assert all(name in str(error.value) for name in BACKBONE_NAMES)
-    assert {"swiftnet_rn18", "ldn121", "ldn121_reference", "deeplabv3plus_r50", "deeplabv3plus_r101"} <= set(
-        BACKBONE_NAMES
-    )
+    assert {
+        "swiftnet_rn18",
+        "ldn121",
+        "ldn121_reference",
+        "deeplabv3plus_r50",
+        "deeplabv3plus_r101",
+        "deeplabv3plus_wrn38",
+    } <= set(BACKBONE_NAMES)

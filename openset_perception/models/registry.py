@@ -7,6 +7,7 @@ from openset_perception.models.backbones import (
     FeatureNet,
     deeplabv3plus_r50,
     deeplabv3plus_r101,
+    deeplabv3plus_wrn38,
     ldn121,
     ldn121_reference,
     swiftnet_rn18,
@@ -22,6 +23,7 @@ _BUILDERS: dict[str, Callable[..., FeatureNet]] = {
     "ldn121_reference": ldn121_reference,
     "deeplabv3plus_r50": deeplabv3plus_r50,
     "deeplabv3plus_r101": deeplabv3plus_r101,
+    "deeplabv3plus_wrn38": deeplabv3plus_wrn38,
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
