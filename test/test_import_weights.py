@@ -254,7 +254,7 @@ def test_truncated_file_and_non_state_dicts_are_clear_errors(swiftnet_file: Path
     truncated.write_bytes(swiftnet_file.read_bytes()[: swiftnet_file.stat().st_size // 2])
     with pytest.raises(WeightImportError, match="truncated or corrupt"):
         read_state_dict(truncated)
-    for name, content in (("list", [torch.zeros(2)]), ("metadata", {"epoch": 3, "lr": 1e-4})):
+    for name, content in (("list", [torch.zeros(2)]), ("metadata", {"epoch": 3, "lr": 1e-4}), ("empty", {})):
         source = tmp_path / f"{name}.pt"
         torch.save(content, source)
         with pytest.raises(WeightImportError, match="not a state dict"):

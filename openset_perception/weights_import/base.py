@@ -165,6 +165,8 @@ def _unwrap(loaded: object) -> StateDict | None:
 
 
 def _describe(loaded: object) -> str:
+    if isinstance(loaded, Mapping) and not loaded:
+        return "an empty dict"
     if isinstance(loaded, Mapping):
         non_tensors = sorted(str(k) for k, v in loaded.items() if not isinstance(v, Tensor))
         return (
