@@ -155,10 +155,11 @@ def map_wrn38(state: StateDict, has_inlier_head: bool) -> StateDict:
         state["bot_aspp.weight"], ASPP_CHANNELS, dim=1
     )
     del mapped["bot_aspp.weight"]
-    fusion = "backbone.fusion.0.0.weight"
-    mapped[fusion] = _move_first_channels_last(mapped[fusion], LOW_LEVEL_CHANNELS, dim=1)
+    mapped["backbone.fusion.0.0.weight"] = _move_first_channels_last(
+        state["final.0.weight"], LOW_LEVEL_CHANNELS, dim=1
+    )
     # Their classifier convolution has no bias; ours is zero.
-    mapped["classifier.bias"] = torch.zeros(mapped["classifier.weight"].shape[0])
+    mapped["classifier.bias"] = torch.zeros(state["final.6.weight"].shape[0])
     if not has_inlier_head:
         return mapped
     # Their head reads the decoder input too: reorder its normalisation and weights the same way.
