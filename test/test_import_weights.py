@@ -384,3 +384,14 @@ def test_imported_swiftnet_runs_through_evaluate_eval_bag_and_the_node_runtime(
     blended = (image.astype(np.float64) + palette[expected.semantic[0]]) / 2
     assert np.abs(result["overlay"].astype(np.float64) - blended).max() <= 1.0
     assert len(np.unique(expected.semantic[0])) > 1
+
+
+def test_a_file_given_under_its_sibling_format_names_the_format_that_fits(tmp_path: Path) -> None:
+    """The StreetHazards LDN-121 with and without the DenseHybrid head share an architecture."""
+    with_head = "densehybrid-ldn121-streethazards"
+    keys = read_key_list(FIXTURES / f"{with_head}.keys.json")
+    source = tmp_path / "ldn_th.pth"
+    torch.save(generate_state_dict(keys, 0), source)
+    with pytest.raises(WeightImportError, match=f"the file fits --format {with_head}$"):
+        import_weights(f"{with_head}-closed", source, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

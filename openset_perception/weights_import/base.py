@@ -211,6 +211,21 @@ def map_and_check(fmt: WeightFormat, source: StateDict, model: OpenSetSegmenter,
     return {key: mapped[key].to(expected[key].dtype) for key in expected}
 
 
+def formats_that_fit(source: StateDict, model: OpenSetSegmenter, excluding: WeightFormat) -> list[str]:
+    """Other formats of the same architecture whose mapping fits ``source`` (e.g. the file with or
+    without the out-of-distribution head given under the other's name)."""
+    fitting = []
+    for other in FORMATS.values():
+        if other.name == excluding.name or other.architecture != excluding.architecture:
+            continue
+        try:
+            map_and_check(other, source, model, origin=other.name)
+        except (WeightImportError, ValueError):
+            continue
+        fitting.append(other.name)
+    return fitting
+
+
 @dataclass(frozen=True)
 class ImportSummary:
     format: str
@@ -230,7 +245,14 @@ def import_weights(format_name: str, weights_path: str | Path, out_path: str | P
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_HEAD_SEED)
         model = build_model(fmt.architecture)
-    state = map_and_check(fmt, source, model, origin=str(weights_path))
+    try:
+        state = map_and_check(fmt, source, model, origin=str(weights_path))
+    except WeightImportError as error:
+        fitting = formats_that_fit(source, model, excluding=fmt)
+        if not fitting:
+            raise
+        hint = " or ".join(f"--format {name}" for name in fitting)
+        raise WeightImportError(f"{error}; the file fits {hint}") from None
     model.load_state_dict(state, strict=True)
     digest = sha256_of(weights_path)
     normalization = fmt.read_normalization(source) if fmt.read_normalization else fmt.normalization
