@@ -286,6 +286,9 @@ def test_cli_imports_and_reports_errors_in_one_line(
     assert hashlib.sha256(swiftnet_file.read_bytes()).hexdigest() in printed
     assert "untrained" in printed and "max_logit" in printed
     assert read_model_card(out).source["format"] == "swiftnet-rn18"
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "untrained" in info and "orsic/swiftnet model_best.pt" in info
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
