@@ -260,10 +260,11 @@ class ClosedSetNetwork(nn.Module):
         super().__init__()
         self.backbone = model.backbone
         self.classifier = model.classifier
+        self.upsample = model.upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x, with_probes=False)
-        return resize_to(self.classifier(features.prelogits), x.shape[-2:])
+        return self.upsample(self.classifier(features.prelogits), x.shape[-2:])
 
 
 class InferencePaths:
