@@ -16,6 +16,10 @@ exactly the inlier head + its upsampling + the score + the fusion. Within every 
 run in rotating order, so a change of machine load hits all of them alike. Several runtimes
 (``--runtime torch,onnxruntime``) are timed in the same loop, one engine each, and compared stage by
 stage with paired per-iteration ratios.
+
+Beside the paths, every iteration also times the node's unknown-object stage on the host (connected
+components and object statistics of the open-set mask, the decimated point cloud and its PointCloud2
+encoding) on the maps of one DenseHybrid run, and relates it to that iteration's ``densehybrid`` time.
 """
 
 from __future__ import annotations
@@ -44,9 +48,12 @@ from openset_perception.atomic import atomic_write_text
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBinStats, depth_bin_statistics
 from openset_perception.engine import PRECISIONS, Segmenter, check_runtime
+from openset_perception.geometry import Intrinsics, anomaly_points
 from openset_perception.image_codec import decode_color, decode_depth, numpy_to_image, rosbags_factories
 from openset_perception.models import ArchitectureSpec, build_model
 from openset_perception.models.blocks import resize_to
+from openset_perception.objects import ObjectFilters, UnknownObject, find_objects
+from openset_perception.point_cloud_codec import numpy_to_pointcloud2
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, pad_to_multiple
 from openset_perception.scoring import open_set_from_semantic, predicted_classes
 
@@ -62,6 +69,9 @@ NODE_OUTPUT_ENCODINGS = {"semantic": "mono8", "anomaly_score": "32FC1", "open_se
 WIDTH_SCALABLE_BACKBONES = ("swiftnet_rn18",)
 CITYSCAPES_CLASSES = 19
 THRESHOLD_QUANTILE = 0.95
+# The node's defaults for the object stage (object_min_pixels, object_max_distance, cloud_decimation).
+OBJECT_FILTERS = ObjectFilters(min_pixels=50, max_distance_m=50.0)
+CLOUD_DECIMATION = 2
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,9 @@ class BenchmarkResult:
     paired_overhead: dict[str, float]  # see paired_overheads
     samples_ms: dict[str, list[float]] = field(default_factory=dict)  # per path, in iteration order
     node_stage_samples_ms: dict[str, list[float]] = field(default_factory=dict)
+    # Unknown-object stage: median_ms, p95_ms, share_of_densehybrid (median of per-iteration ratios),
+    # objects, points, unknown_fraction (of the first frame).
+    objects: dict[str, float] = field(default_factory=dict)
     overhead: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,6 +189,7 @@ class BenchmarkResult:
             "paired_overhead": self.paired_overhead,
             "gflops": self.gflops,
             "node_stage_ms": self.node_stage_ms,
+            "objects": self.objects,
         }
 
 
@@ -246,10 +260,11 @@ class ClosedSetNetwork(nn.Module):
         super().__init__()
         self.backbone = model.backbone
         self.classifier = model.classifier
+        self.upsample = model.upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x, with_probes=False)
-        return resize_to(self.classifier(features.prelogits), x.shape[-2:])
+        return self.upsample(self.classifier(features.prelogits), x.shape[-2:])
 
 
 class InferencePaths:
@@ -340,6 +355,37 @@ class InferencePaths:
             )
         return NodeOutput(messages, result.depth_report, result.timings_ms)
 
+    def prepare_objects(self) -> None:
+        """Host maps of one DenseHybrid run for the object stage, with a pinhole camera of focal = width."""
+        _, open_set, score = self.densehybrid()
+        self._unknown = (open_set == self.segmenter.num_classes).cpu().numpy()
+        self._score = score.cpu().numpy()
+        height, width = self._score.shape[-2:]
+        self._intrinsics = Intrinsics.from_focal_length(float(width), width, height)
+        typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._cloud_factories = (
+            typestore.types["sensor_msgs/msg/PointCloud2"],
+            typestore.types["sensor_msgs/msg/PointField"],
+        )
+        self._header = rosbags_factories(typestore).header()
+
+    @property
+    def unknown_fraction(self) -> float:
+        return float(self._unknown.mean())
+
+    def objects(self) -> tuple[list[list[UnknownObject]], list[Any]]:
+        """The node's object stage per frame: objects, decimated points, PointCloud2 encoding."""
+        cloud, point_field = self._cloud_factories
+        objects, clouds = [], []
+        for index, depth in enumerate(self.inputs.depth_m):
+            mask, score = self._unknown[index], self._score[index]
+            objects.append(find_objects(mask, score, depth, self._intrinsics, OBJECT_FILTERS))
+            points = anomaly_points(depth, score, mask, self._intrinsics, CLOUD_DECIMATION)
+            clouds.append(
+                numpy_to_pointcloud2(points, self._header, msg_factory=cloud, field_factory=point_field)
+            )
+        return objects, clouds
+
     def set_threshold(self) -> str:
         """Use the card's threshold; without one, flag the top 5% of this run's scores, so the
         fusion and the depth statistics do the work they do in deployment."""
@@ -383,6 +429,10 @@ def run_interleaved(configs: Sequence[BenchmarkConfig], progress: bool = True) -
     label = (
         f"{first.backbone} {first.height}x{first.width} b{first.batch} {segmenters[0].precision} {runtimes}"
     )
+    object_ms: list[list[float]] = [[] for _ in configs]
+    object_outputs: list[tuple[list, list]] = [([], []) for _ in configs]
+    for paths in all_paths:
+        paths.prepare_objects()
     for iteration in tqdm(range(first.warmup + first.iterations), desc=label, disable=not progress):
         offset = iteration % len(jobs)
         for index, name in jobs[offset:] + jobs[:offset]:
@@ -396,6 +446,10 @@ def run_interleaved(configs: Sequence[BenchmarkConfig], progress: bool = True) -
                     stages.setdefault(stage, []).append(ms)
                 # What the node does outside the engine: message decoding and encoding.
                 stages.setdefault("decode + encode", []).append(elapsed_ms - sum(output.timings_ms.values()))
+        for index, paths in enumerate(all_paths):
+            elapsed_ms, object_outputs[index] = timed_call(paths.objects, segmenters[index].device)
+            if iteration >= first.warmup:
+                object_ms[index].append(elapsed_ms)
     load_end = os.getloadavg()[0]
     return [
         _result(
@@ -406,8 +460,8 @@ def run_interleaved(configs: Sequence[BenchmarkConfig], progress: bool = True) -
             node_stages[i],
             gflops,
             threshold_sources[i],
-            load_start,
-            load_end,
+            (load_start, load_end),
+            _object_stage(object_ms[i], samples[i]["densehybrid"], *object_outputs[i], all_paths[i]),
         )
         for i, (config, segmenter) in enumerate(zip(configs, segmenters, strict=True))
     ]
@@ -421,8 +475,8 @@ def _result(
     node_stages: Mapping[str, list[float]],
     gflops: dict[str, float],
     threshold_source: str,
-    load_start: float,
-    load_end: float,
+    load_average: tuple[float, float],
+    objects: dict[str, float],
 ) -> BenchmarkResult:
     memory = {name: peak_memory_mb(calls[name], segmenter.device) for name in PATHS}
     results = {}
@@ -437,7 +491,7 @@ def _result(
         torch_threads=torch.get_num_threads(),
         commit=git_commit(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        load_average=(load_start, load_end),
+        load_average=load_average,
         peak_memory_kind="cuda_max_allocated" if segmenter.device.type == "cuda" else "cpu_peak_rss_delta",
     )
     return BenchmarkResult(
@@ -451,7 +505,27 @@ def _result(
         paired_overhead=paired_overheads(samples),
         samples_ms={name: list(values) for name, values in samples.items()},
         node_stage_samples_ms={stage: list(values) for stage, values in node_stages.items()},
+        objects=objects,
     )
+
+
+def _object_stage(
+    object_ms: Sequence[float],
+    densehybrid_ms: Sequence[float],
+    objects: Sequence[Sequence[UnknownObject]],
+    clouds: Sequence[Any],
+    paths: InferencePaths,
+) -> dict[str, float]:
+    latency = LatencyStats.from_samples(object_ms)
+    share = np.asarray(object_ms, np.float64) / np.asarray(densehybrid_ms, np.float64)
+    return {
+        "median_ms": latency.median_ms,
+        "p95_ms": latency.p95_ms,
+        "share_of_densehybrid": float(np.median(share)),
+        "objects": float(np.mean([len(frame) for frame in objects])),
+        "points": float(np.mean([cloud.width for cloud in clouds])),
+        "unknown_fraction": paths.unknown_fraction,
+    }
 
 
 def paired_overheads(samples_ms: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -634,6 +708,8 @@ def markdown_block(results: Sequence[BenchmarkResult], command: str) -> str:
             f"- {r.config.backbone} ({r.config.runtime}): stages of the node path (median ms): {stages}; "
             f"threshold {r.threshold:.4g} ({r.threshold_source})."
         )
+        if r.objects:
+            lines.append(f"- {r.config.backbone}: {object_stage_text(r)}.")
     for group in runtime_groups(results):
         lines += ["", runtime_comparison_table(group)]
     return "\n".join(lines) + "\n"
@@ -705,6 +781,16 @@ def append_markdown(path: str | Path, results: Sequence[BenchmarkResult], comman
     atomic_write_text(path, earlier + "\n" + markdown_block(results, command))
 
 
+def object_stage_text(result: BenchmarkResult) -> str:
+    o = result.objects
+    return (
+        f"unknown objects + point cloud (host, per batch) {o['median_ms']:.1f} ms median "
+        f"({o['p95_ms']:.1f} p95) = {100 * o['share_of_densehybrid']:.2f} % of the DenseHybrid path "
+        f"(paired); {o['objects']:.0f} objects, {o['points']:.0f} points per frame, "
+        f"{100 * o['unknown_fraction']:.1f} % of the pixels unknown"
+    )
+
+
 def summary_line(result: BenchmarkResult) -> str:
     config, paths = result.config, result.paths
     median = {name: paths[name].latency.median_ms for name in PATHS}
@@ -714,7 +800,8 @@ def summary_line(result: BenchmarkResult) -> str:
         f"closed-set {median['closed_set']:.1f} ms, + DenseHybrid {median['densehybrid']:.1f} ms "
         f"({overhead_text(result)}), + depth {median['depth']:.1f} ms, "
         f"node path {median['node']:.1f} ms ({paths['node'].fps:.2f} FPS); "
-        f"GFLOPs {result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}"
+        f"GFLOPs {result.gflops['closed_set']:.2f} / {result.gflops['densehybrid']:.2f}; "
+        + object_stage_text(result)
     )
 
 

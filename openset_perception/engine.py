@@ -33,7 +33,12 @@ from openset_perception.models.fold import fold_batchnorm as fold_model_batchnor
 from openset_perception.models.segmenter import SegmenterOutput
 from openset_perception.preprocess import hwc_batch_to_tensor, normalize, normalize_padded, pad_to_multiple
 from openset_perception.row_blocks import tracing
-from openset_perception.scoring import SCORE_METHODS, classes_and_anomaly_score, open_set_from_semantic
+from openset_perception.scoring import (
+    MOOSE_METHODS,
+    SCORE_METHODS,
+    classes_and_anomaly_score,
+    open_set_from_semantic,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,6 +93,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
+
+
+# Scores that read the inlier-posterior head g(z); meaningless for a checkpoint whose head is untrained.
+INLIER_HEAD_METHODS = ("densehybrid", "discriminative")
 
 
 class Segmenter:
@@ -176,6 +185,12 @@ class Segmenter:
     def score_method(self, method: str) -> None:
         if method not in SCORE_METHODS:
             raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+        if method in INLIER_HEAD_METHODS and not self.card.inlier_head_trained:
+            working = [m for m in SCORE_METHODS if m not in INLIER_HEAD_METHODS + MOOSE_METHODS]
+            raise ValueError(
+                f"score method '{method}' reads the inlier head, which this model has not trained "
+                f"(a closed-set checkpoint); use one of {', '.join(working)}"
+            )
         self._score_method = method
 
     def warmup(self, height: int, width: int, batch: int = 1, iterations: int = 2) -> None:

@@ -15,6 +15,7 @@ from openset_perception.benchmark import (
     BenchmarkConfig,
     InferencePaths,
     LatencyStats,
+    markdown_block,
     markdown_row,
     paired_overheads,
     peak_memory_mb,
@@ -195,3 +196,10 @@ def test_runtimes_are_timed_together_and_compared_stage_by_stage(tmp_path: Path,
     )
     assert f"{ratio:.2f}x |" in table
     assert paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0  # per-iteration ratios 2, 3, 4
+
+def test_object_stage_is_timed_against_the_densehybrid_path(tiny_result) -> None:
+    objects = tiny_result.objects
+    assert 0 < objects["median_ms"] <= objects["p95_ms"]
+    assert objects["share_of_densehybrid"] > 0 and 0 < objects["unknown_fraction"] < 1
+    assert objects["points"] > 0  # the depth ramp is valid almost everywhere
+    assert "of the DenseHybrid path" in markdown_block([tiny_result], "cmd")

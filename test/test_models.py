@@ -14,8 +14,8 @@ from torch import nn
 from openset_perception.models import (
     BACKBONE_NAMES,
     ArchitectureSpec,
-    InlierHead,
     OpenSetSegmenter,
+    PreactivatedHead,
     build_backbone,
     build_model,
 )
@@ -29,6 +29,9 @@ VARIANTS = [
     ("ldn121", (), False),
     ("deeplabv3plus_r50", (), True),
     ("deeplabv3plus_r101", (), True),
+    ("ldn121_reference", (), False),
+    ("swiftnet_rn18_reference", (), False),
+    ("swiftnet_rn18_pyramid", (), False),
 ]
 
 
@@ -67,6 +70,9 @@ def resnet18_parameter_count(width: float) -> int:
         (VARIANTS[3], 65, 97),
         (VARIANTS[3], 32, 33),
         (VARIANTS[4], 65, 97),
+        (VARIANTS[5], 65, 97),
+        (VARIANTS[6], 65, 97),
+        (VARIANTS[7], 33, 131),
     ],
 )
 def test_outputs_have_input_size_and_match_bilinear_upsampling(
@@ -81,17 +87,27 @@ def test_outputs_have_input_size_and_match_bilinear_upsampling(
     assert full.logits.shape == (1, NUM_CLASSES, height, width)
     assert full.ood_logit.shape == (1, 1, height, width)
     assert [p.shape for p in full.probe_logits] == [(1, NUM_CLASSES, height, width)] * num_probes
-    # Stem conv (k7 s2 p3) and max-pool (k3 s2 p1) each map n -> ceil(n / 2).
-    stride4 = (math.ceil(height / 4), math.ceil(width / 4))
-    assert model.backbone.output_stride == 4
-    assert coarse.logits.shape[-2:] == stride4
-    assert all(p.shape[-2:] == stride4 for p in coarse.probe_logits)
+    # Stem conv (k7 s2 p3) and max-pool (k3 s2 p1) each map n -> ceil(n / 2); the LDN authors'
+    # 2x2 max-pool stem floors instead; NVIDIA's WRN-38 decodes at stride 2 (its first max-pool).
+    output_stride = 4
+    if variant[0] == "ldn121_reference":
+        coarse_size = (math.ceil(height / 2) // 2, math.ceil(width / 2) // 2)
+    elif variant[0] == "deeplabv3plus_wrn38":
+        output_stride = 2
+        coarse_size = (math.ceil(height / 2), math.ceil(width / 2))
+    else:
+        coarse_size = (math.ceil(height / 4), math.ceil(width / 4))
+    assert model.backbone.output_stride == output_stride
+    assert coarse.logits.shape[-2:] == coarse_size
+    assert all(p.shape[-2:] == coarse_size for p in coarse.probe_logits)
     for upsampled, native in zip(
         [full.logits, full.ood_logit, *full.probe_logits],
         [coarse.logits, coarse.ood_logit, *coarse.probe_logits],
         strict=True,
     ):
-        expected = F.interpolate(native, size=(height, width), mode="bilinear", align_corners=False)
+        expected = F.interpolate(
+            native, size=(height, width), mode="bilinear", align_corners=model.backbone.align_corners
+        )
         torch.testing.assert_close(upsampled, expected)
 
 
@@ -198,7 +214,7 @@ def test_ood_head_is_bn_relu_conv_on_the_classifier_input() -> None:
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_inlier_head_inference_shortcut_equals_its_modules(channels_last: bool) -> None:
     generator = torch.Generator().manual_seed(5)
-    head = InlierHead(16)
+    head = PreactivatedHead(16)
     with torch.no_grad():
         for tensor in (head[0].weight, head[0].bias, head[0].running_mean, head[2].weight, head[2].bias):
             tensor.copy_(torch.randn(tensor.shape, generator=generator))
@@ -262,6 +278,7 @@ def test_swiftnet_pretrained_loads_torchvision_imagenet_weights(monkeypatch: pyt
     ("backbone", "torchvision_builder", "weights"),
     [
         ("ldn121", "densenet121", torchvision.models.DenseNet121_Weights.IMAGENET1K_V1),
+        ("ldn121_reference", "densenet121", torchvision.models.DenseNet121_Weights.IMAGENET1K_V1),
         ("deeplabv3plus_r50", "resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
         ("deeplabv3plus_r101", "resnet101", torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
     ],
@@ -270,7 +287,7 @@ def test_torchvision_backbones_request_imagenet_weights_only_when_pretrained(
     monkeypatch: pytest.MonkeyPatch, backbone: str, torchvision_builder: str, weights: Any
 ) -> None:
     # ResNet-50 stands in for ResNet-101 (same stage channels) to keep the test cheap.
-    stand_in = torchvision.models.densenet121 if backbone == "ldn121" else torchvision.models.resnet50
+    stand_in = torchvision.models.densenet121 if backbone.startswith("ldn") else torchvision.models.resnet50
     requested = []
 
     def recording_builder(weights: Any = None, **kwargs: Any) -> nn.Module:
@@ -334,4 +351,11 @@ def test_unknown_backbone_name_lists_valid_names() -> None:
     with pytest.raises(ValueError) as error:
         build_backbone("resnet9000")
     assert all(name in str(error.value) for name in BACKBONE_NAMES)
-    assert set(BACKBONE_NAMES) == {"swiftnet_rn18", "ldn121", "deeplabv3plus_r50", "deeplabv3plus_r101"}
+    assert {
+        "swiftnet_rn18",
+        "ldn121",
+        "ldn121_reference",
+        "deeplabv3plus_r50",
+        "deeplabv3plus_r101",
+        "deeplabv3plus_wrn38",
+    } <= set(BACKBONE_NAMES)

@@ -35,7 +35,13 @@ def test_engine_outputs_cover_exactly_what_the_requested_outputs_need() -> None:
     assert engine_outputs(["overlay"]) == ("open_set",)
     assert engine_outputs(["anomaly_mask", "open_set"]) == ("open_set",)
     assert engine_outputs(["anomaly_heatmap", "semantic"]) == ("semantic", "anomaly_score")
-    assert engine_outputs(["depth_report"]) == ("depth_report",)
+    # the depth report lists the unknown objects too, which need the score and the open-set map
+    assert engine_outputs(["depth_report"]) == ("anomaly_score", "open_set", "depth_report")
+    assert (
+        engine_outputs(["unknown_objects"])
+        == engine_outputs(["unknown_points"])
+        == ("anomaly_score", "open_set")
+    )
     assert engine_outputs(OUTPUT_NAMES) == ("semantic", "anomaly_score", "open_set", "depth_report")
     with pytest.raises(ValueError, match="unknown outputs"):
         engine_outputs(["segmentation"])

@@ -38,6 +38,11 @@ DYNAMIC = {
     "depth_bins",
     "heatmap_span",
     "overlay_alpha",
+    "focal_length_px",
+    "object_min_pixels",
+    "object_min_size",
+    "object_max_distance",
+    "cloud_decimation",
 }
 
 

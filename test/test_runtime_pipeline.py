@@ -108,7 +108,7 @@ def test_setting_changes_apply_from_the_next_batch(segmenter: Segmenter) -> None
     (result,) = pipeline.process(frames, everything).results
     assert (result.images["open_set"] == K).all()
     warned = [s.name for s in result.depth_statuses if s.level == Level.WARN]
-    assert warned == ["front depth 5-10 m"]  # every pixel is anomalous at 8 m
+    assert warned == ["front depth 5-10 m", "front object 0"]  # every pixel is anomalous at 8 m
 
     pipeline.update(runtime_settings({"score_method": "msp", "depth_bins": [0.0, 100.0]}))
     (result,) = pipeline.process(frames, everything).results

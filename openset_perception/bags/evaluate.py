@@ -28,6 +28,7 @@ from openset_perception.bags.frames import BagFrame, ReadStatistics, announced_i
 from openset_perception.bags.outputs import OutputBagWriter
 from openset_perception.bags.reader import BagReader
 from openset_perception.bags.writer import CLASS_NAMES_KEY, STORAGE_FORMATS
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.evaluate import add_run_settings
@@ -78,6 +79,7 @@ def evaluate_bag(
     label_map: LabelMap | None = None,
     protocol: Protocol = "pooled",
     two_fold: bool = False,
+    components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
 ) -> dict:
     """Evaluate and write metrics.json, report.md and plots to ``out_dir``; returns the metrics.
 
@@ -90,7 +92,12 @@ def evaluate_bag(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     accumulator = EvaluationAccumulator(
-        segmenter.num_classes, segmenter.card.class_names, mode=mode, protocol=protocol, two_fold=two_fold
+        segmenter.num_classes,
+        segmenter.card.class_names,
+        mode=mode,
+        protocol=protocol,
+        two_fold=two_fold,
+        components=components,
     )
     statistics = ReadStatistics()
     with BagReader(bag) as reader:

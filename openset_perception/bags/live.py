@@ -20,6 +20,7 @@ from openset_perception.bags import topics
 from openset_perception.bags.evaluate import decode_ground_truth
 from openset_perception.bags.frames import frame_name, stamp_ns
 from openset_perception.bags.pairing import NANOSECONDS, PairedFrame, StampPairer
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import jsonable, write_report
 from openset_perception.image_codec import ImageDecodeError, decode_depth, image_to_numpy
@@ -45,9 +46,15 @@ class LiveEvaluation:
         mode: AccumulatorMode = "binned",
         protocol: Protocol = "pooled",
         two_fold: bool = False,
+        components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
         self.accumulator = EvaluationAccumulator(
-            len(class_names), class_names, mode=mode, protocol=protocol, two_fold=two_fold
+            len(class_names),
+            class_names,
+            mode=mode,
+            protocol=protocol,
+            two_fold=two_fold,
+            components=components,
         )
         self.slop_ns = round(slop_s * NANOSECONDS)
         self.queue_size = queue_size

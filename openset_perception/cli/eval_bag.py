@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from openset_perception.cli.component_options import add_component_arguments, component_options
 from openset_perception.cli.evaluate import add_label_map_argument, read_label_map
 from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
 
@@ -56,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--score-method", metavar="METHOD", help="anomaly score instead of the card's")
     add_metric_arguments(parser, "the bag")
     add_label_map_argument(parser)
+    add_component_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         execution_provider=args.execution_provider,
     )
+    components = component_options(args, segmenter.card.threshold)
     try:
         if args.score_method:
             segmenter.score_method = args.score_method
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             two_fold=args.two_fold,
             write_outputs=outputs_bag,
             progress=not args.no_progress,
+            components=components,
             title=f"Bag evaluation: {Path(args.checkpoint).name} on {bag.name} ({segmenter.score_method})",
             label_map=label_map,
         )

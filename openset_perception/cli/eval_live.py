@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from openset_perception.cli.component_options import add_component_arguments
+
 ROS_MODULES = ("rclpy", "sensor_msgs", "builtin_interfaces", "rosidl_runtime_py")
 
 
@@ -43,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from openset_perception.cli.main import add_metric_arguments
 
     add_metric_arguments(parser, "the run")
+    add_component_arguments(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     from openset_perception.checkpoint import read_model_card
+    from openset_perception.cli.component_options import component_options
     from openset_perception.cli.main import UserError
 
     if args.queue_size < 1:
@@ -76,7 +80,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--slop must be in [0, 10] seconds, got {args.slop}")
     if args.idle_timeout < 0:
         raise UserError(f"--idle-timeout must be >= 0, got {args.idle_timeout}")
-    read_model_card(args.checkpoint)
+    component_options(args, read_model_card(args.checkpoint).threshold)
 
 
 def run(args: argparse.Namespace) -> int:

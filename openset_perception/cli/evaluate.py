@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openset_perception.cli.component_options import add_component_arguments, component_options
 from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_metric_arguments(parser, "the dataset")
     add_label_map_argument(parser)
+    add_component_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     label_map = read_label_map(args)
     segmenter, dataset = open_inputs(args)
+    components = component_options(args, segmenter.card.threshold)
     split = [args.split] if args.split else []
     default_out = Path("eval") / "_".join([Path(args.checkpoint).stem, args.dataset, *split])
     out_dir = Path(args.out) if args.out else default_out
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         title=f"Evaluation: {title} ({segmenter.score_method})",
         label_map=label_map,
+        components=components,
     )
     print(summary_line(metrics, out_dir))
     return 0

@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     norm = card.normalization
     print(f"input:        mean {norm.mean}, std {norm.std}, resize {card.input_size}")
     print(f"score:        {card.score_method} (T = {card.score_temperature}), threshold {threshold}")
+    if not card.inlier_head_trained:
+        print("inlier head:  untrained (closed-set checkpoint): densehybrid/discriminative scores refused")
+    if card.source:
+        source = card.source
+        print(f"imported:     {source.get('publisher')} {source.get('file')} (sha256 {source.get('sha256')})")
     if card.description:
         print(f"description:  {card.description}")
     for section, values in (card.metrics or {}).items():

@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "sample_negatives",
     "benchmark",
     "export_onnx",
+    "import_weights",
     "info",
 )
 

@@ -7,6 +7,7 @@ Layout::
     ROOT/semantic/NAME.png   optional, uint8 train ids, 255 ignore
     ROOT/anomaly/NAME.png    optional, uint8 0 inlier / 1 anomaly / 255 ignore
     ROOT/depth/NAME.png      optional, uint16 millimetres, 0 = invalid
+    ROOT/instances/NAME.png  optional, uint16 anomaly instance ids, 0 = none (component-level metrics)
 
 Frames are the image files sorted by NAME. An optional folder that exists must hold a PNG for every
 image. Depth is stored as round(metres * 1000); values that are NaN, infinite, below 0.5 mm or beyond
@@ -29,7 +30,7 @@ from openset_perception.data.image_files import read_png, read_rgb
 from openset_perception.data.sample import DatasetInfo, Sample, validate_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-OPTIONAL_FIELDS = ("semantic", "anomaly", "depth")
+OPTIONAL_FIELDS = ("semantic", "anomaly", "depth", "instances")
 INFO_FILE = "dataset.yaml"
 MAX_DEPTH_MM = np.iinfo(np.uint16).max
 
@@ -149,6 +150,8 @@ class FolderDataset:
         if "depth" in self._field_dirs:
             millimetres = read_png(self._field_dirs["depth"] / f"{name}.png", np.uint16)
             sample.depth = millimetres_to_depth(millimetres)
+        if "instances" in self._field_dirs:
+            sample.instances = read_png(self._field_dirs["instances"] / f"{name}.png", np.uint16)
         validate_sample(sample)
         return sample
 
@@ -193,4 +196,6 @@ def write_folder_dataset(samples: Iterable[Sample], root: str | Path, info: Data
             atomic_write_png(root / "anomaly" / f"{name}.png", sample.anomaly)
         if sample.depth is not None:
             atomic_write_png(root / "depth" / f"{name}.png", depth_to_millimetres(sample.depth))
+        if sample.instances is not None:
+            atomic_write_png(root / "instances" / f"{name}.png", sample.instances.astype(np.uint16))
     return root

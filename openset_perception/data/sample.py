@@ -20,6 +20,7 @@ class Sample:
     semantic  HxW uint8 train ids, 255 ignore, K = unknown where the dataset has K+1 labels; or None.
     anomaly   HxW uint8, 1 anomaly / 0 inlier / 255 ignore; or None.
     depth     HxW float32 metres, NaN where invalid; or None.
+    instances HxW integer instance ids of the anomalies (0 = none), where a dataset has them; or None.
     """
 
     image: np.ndarray
@@ -27,6 +28,7 @@ class Sample:
     anomaly: np.ndarray | None = None
     depth: np.ndarray | None = None
     name: str = ""
+    instances: np.ndarray | None = None
 
 
 @dataclass
@@ -92,6 +94,16 @@ def validate_sample(sample: Sample, info: DatasetInfo | None = None) -> None:
             raise ValueError(f"{label}: {field_name} must have shape {(height, width)}, got {shape}")
         if array.dtype != dtype:
             raise ValueError(f"{label}: {field_name} must be {np.dtype(dtype)}, got {array.dtype}")
+    instances = sample.instances
+    if instances is not None and (
+        not isinstance(instances, np.ndarray)
+        or instances.shape != (height, width)
+        or instances.dtype.kind not in "iu"
+    ):
+        shape = getattr(instances, "shape", type(instances).__name__)
+        raise ValueError(
+            f"{label}: instances must be an integer array of shape {(height, width)}, got {shape}"
+        )
     if sample.anomaly is not None:
         anomaly = sample.anomaly
         bad = (anomaly != INLIER) & (anomaly != ANOMALY) & (anomaly != IGNORE_LABEL)

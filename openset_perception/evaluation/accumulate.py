@@ -22,6 +22,7 @@ end, when each fold's TPR-95 threshold is applied to the other.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from openset_perception.component_metrics import (
+    DEFAULT_COMPONENT_OPTIONS,
+    ComponentMetricAccumulator,
+    ComponentOptions,
+    best_pixel_f1,
+    pixel_f1_at,
+)
+from openset_perception.depth import DepthBins
 from openset_perception.metrics import (
     DEFAULT_BINNED_BITS,
     DEFAULT_DISTANCE_EDGES_M,
@@ -52,6 +61,9 @@ from openset_perception.metrics import (
 ANOMALY_BITS = DEFAULT_BINNED_BITS
 DISTANCE_BITS = DEFAULT_BINNED_BITS
 SKIPPED_NAMES_SHOWN = 20
+# A max_points no run reaches: AnomalyMetricAccumulator.curves then returns every operating point
+# (at most 2 ** ANOMALY_BITS in binned mode), so the best pixel F1 is searched among all of them.
+ALL_CURVE_POINTS = sys.maxsize
 
 
 class _FoldFrames:
@@ -121,6 +133,7 @@ class EvaluationAccumulator:
         mode: AccumulatorMode = "binned",
         protocol: Protocol = "pooled",
         two_fold: bool = False,
+        components: ComponentOptions | None = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
         if len(class_names) != num_known:
             raise ValueError(f"{len(class_names)} class names for {num_known} known classes")
@@ -138,6 +151,12 @@ class EvaluationAccumulator:
         self.two_fold = _TwoFold() if two_fold else None
         self.closed_confusion = ConfusionMatrixAccumulator(num_known)
         self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
+        # Component-level (SMIYC) metrics; None switches them off (threshold calibration needs none).
+        self.component_options = components
+        self.components = None
+        if components is not None:
+            bins = DepthBins(tuple(float(edge) for edge in depth_edges), beyond_last=False)
+            self.components = ComponentMetricAccumulator(components.settings, components.threshold, bins)
         self.latency_ms: dict[str, list[float]] = {}
         self.skipped: dict[str, list[str]] = {}
         self.counts: Counter[str] = Counter()
@@ -150,8 +169,12 @@ class EvaluationAccumulator:
         gt_anomaly: np.ndarray | None = None,
         gt_semantic: np.ndarray | None = None,
         depth: np.ndarray | None = None,
+        gt_instances: np.ndarray | None = None,
     ) -> None:
         """Add one frame. All maps are HxW; predictions may be None (calibration needs only scores).
+
+        ``gt_instances`` (instance ids, 0 = none) separates touching anomalies for the component metrics;
+        without it, ground-truth instances are the connected components of the anomaly pixels.
 
         Raises ValueError for mismatched shapes or invalid labels and then leaves the totals unchanged.
         """
@@ -163,6 +186,7 @@ class EvaluationAccumulator:
             gt_anomaly=gt_anomaly,
             gt_semantic=gt_semantic,
             depth=depth,
+            gt_instances=gt_instances,
         )
         if not np.isfinite(score).all():
             raise ValueError("anomaly scores must be finite")
@@ -202,6 +226,8 @@ class EvaluationAccumulator:
                     in_range = self.per_distance.bins.assign(depth) >= 0
                     outside_ranges = np.where(in_range, np.asarray(IGNORE_INDEX, np.uint8), labels)
             self._pooled_rest.update(score, outside_ranges)
+            if self.components is not None:
+                self.components.update(score, labels, depth, gt_instances)
         if depth is not None:
             self.counts["with_depth"] += 1
 
@@ -233,6 +259,7 @@ class EvaluationAccumulator:
             "anomaly": self._anomaly(),
             "segmentation": self._segmentation(),
             "per_distance": self._per_distance(),
+            "components": self._components(),
             "latency_ms": self._latency() or None,
             "frames": self._frames(),
             "skipped_frames": {reason: list(names) for reason, names in self.skipped.items()},
@@ -253,6 +280,22 @@ class EvaluationAccumulator:
             return anomaly.compute()
         except ValueError:  # per image: no single image has both classes
             return None
+
+    def _components(self) -> dict | None:
+        """Component metrics at the fixed threshold or at the one with the best pixel F1."""
+        if self.components is None or self.component_options is None or not self.components.frames:
+            return None
+        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+            return None
+        curves = self.anomaly.curves(ALL_CURVE_POINTS)
+        if self.component_options.threshold is None:
+            pixel_f1, threshold = best_pixel_f1(curves)
+            section = self.components.compute(threshold)
+        else:
+            section = self.components.compute()
+            pixel_f1 = pixel_f1_at(curves, self.component_options.threshold)
+        assert section is not None
+        return {"threshold_source": self.component_options.threshold_source, "pixel_f1": pixel_f1, **section}
 
     def _segmentation(self) -> dict | None:
         if not self.counts["with_semantic_gt"]:

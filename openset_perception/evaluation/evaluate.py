@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from openset_perception.atomic import atomic_save_npy
+from openset_perception.component_metrics import DEFAULT_COMPONENT_OPTIONS, ComponentOptions
 from openset_perception.data.sample import Dataset, Sample, validate_sample
 from openset_perception.engine import OUTPUTS, Segmenter
 from openset_perception.evaluation.accumulate import EvaluationAccumulator
@@ -115,6 +116,7 @@ def _segment_batch(
                 gt_anomaly=sample.anomaly,
                 gt_semantic=semantic(sample.semantic, name),
                 depth=sample.depth,
+                gt_instances=sample.instances,
             )
         except ValueError as error:
             _skip(accumulator, "invalid ground truth", name, error)
@@ -159,6 +161,7 @@ def evaluate_dataset(
     label_map: LabelMap | None = None,
     protocol: Protocol = "pooled",
     two_fold: bool = False,
+    components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
 ) -> dict:
     """Evaluate and write the report to ``out_dir``; returns the metrics as written to metrics.json.
 
@@ -171,7 +174,12 @@ def evaluate_dataset(
     out_dir = Path(out_dir)
     started = time.perf_counter()
     accumulator = EvaluationAccumulator(
-        segmenter.num_classes, segmenter.card.class_names, mode=mode, protocol=protocol, two_fold=two_fold
+        segmenter.num_classes,
+        segmenter.card.class_names,
+        mode=mode,
+        protocol=protocol,
+        two_fold=two_fold,
+        components=components,
     )
     semantic = semantic_ground_truth(segmenter, dataset, label_map)
     run_frames(

@@ -12,6 +12,8 @@ The metrics dict has only optional sections; missing values are None, rates are 
                        "per_class_iou": {class_name: iou} or [iou, ...],
                        "per_class_open_iou": same form as per_class_iou},
       "per_distance": [{"range_m": [low, high], "ap", "auroc", "fpr95", "n_pos", "n_neg"}, ...],
+      "components": {"pixel_threshold", "threshold_source", "pixel_f1", "f1_mean", "siou_mean",
+                     "ppv_mean", "instances", "segments", "per_threshold": [...], "per_distance": [...]},
       "latency_ms": {stage_name: {"p50", "p95", ...}},
       "frames": {name: count or value}
     }
@@ -32,6 +34,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from openset_perception.atomic import atomic_write, atomic_write_text
+from openset_perception.evaluation.component_report import (
+    components_per_distance_figure,
+    components_section,
+    has_distance_plot,
+)
 from openset_perception.metrics import FPR_AT_TPR, TPR_AT_FPR, CurvePoints
 
 ANOMALY_KEYS = ("ap", "auroc", "fpr95")
@@ -205,6 +212,7 @@ def _markdown(metrics: Mapping, title: str, plots: Mapping[str, Path]) -> str:
         ("anomaly", _anomaly_section),
         ("segmentation", _segmentation_section),
         ("per_distance", _per_distance_section),
+        ("components", components_section),
         ("latency_ms", _latency_section),
         ("frames", _frames_section),
     )
@@ -270,6 +278,8 @@ def write_report(
         )
     if any(entry.get("ap") is not None for entry in metrics.get("per_distance") or []):
         figures["per_distance"] = _per_distance_figure(metrics["per_distance"])
+    if has_distance_plot(metrics.get("components")):
+        figures["components_per_distance"] = components_per_distance_figure(metrics["components"])
 
     json_ready = jsonable(metrics)
     written = {"metrics": out_dir / "metrics.json", "report": out_dir / "report.md"}

@@ -4,8 +4,8 @@ from openset_perception.models.backbones import DenseFeatures, FeatureNet
 from openset_perception.models.registry import BACKBONE_NAMES, build_backbone
 from openset_perception.models.segmenter import (
     ArchitectureSpec,
-    InlierHead,
     OpenSetSegmenter,
+    PreactivatedHead,
     SegmenterOutput,
     build_model,
 )
@@ -15,8 +15,8 @@ __all__ = [
     "ArchitectureSpec",
     "DenseFeatures",
     "FeatureNet",
-    "InlierHead",
     "OpenSetSegmenter",
+    "PreactivatedHead",
     "SegmenterOutput",
     "build_backbone",
     "build_model",

@@ -12,15 +12,23 @@ from openset_perception.models.backbones import (
     FeatureNet,
     deeplabv3plus_r50,
     deeplabv3plus_r101,
+    deeplabv3plus_wrn38,
     ldn121,
+    ldn121_reference,
     swiftnet_rn18,
+    swiftnet_rn18_pyramid,
+    swiftnet_rn18_reference,
 )
 
 _BUILDERS: dict[str, Callable[..., FeatureNet]] = {
     "swiftnet_rn18": swiftnet_rn18,
+    "swiftnet_rn18_reference": swiftnet_rn18_reference,
+    "swiftnet_rn18_pyramid": swiftnet_rn18_pyramid,
     "ldn121": ldn121,
+    "ldn121_reference": ldn121_reference,
     "deeplabv3plus_r50": deeplabv3plus_r50,
     "deeplabv3plus_r101": deeplabv3plus_r101,
+    "deeplabv3plus_wrn38": deeplabv3plus_wrn38,
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 

@@ -1,13 +1,13 @@
 """OpenSetSegmenter: backbone + closed-set classifier + inlier-posterior head (+ optional MOoSe probes)."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from openset_perception.models.blocks import ConvBNReLU, resize_to
+from openset_perception.models.blocks import BNReLUConv, ConvBNReLU, resize_to
 from openset_perception.models.registry import build_backbone, check_backbone_name
 from openset_perception.row_blocks import in_row_blocks
 
@@ -74,19 +74,18 @@ class ProbeHead(nn.Sequential):
         )
 
 
-class InlierHead(nn.Sequential):
-    """BN-ReLU-Conv1x1 on the pre-logits z -> the inlier-posterior logit g(z), (B, 1, H, W).
+class PreactivatedHead(BNReLUConv):
+    """BN-ReLU-Conv1x1 on features z: the inlier-posterior logit g(z), (B, 1, H, W), and for backbones
+    with ``classifier_preactivation`` the class logits.
 
-    In inference the normalisation is one multiply-add per element and the 1x1 convolution to a single
-    channel a vector-matrix product over the channels: on a CPU 10 ms instead of 25 ms for the three
-    modules in turn (128 x 256 x 512, issue 2's overhead budget). Training runs the modules as they are,
-    since batch normalisation then needs the batch statistics.
+    In inference the normalisation is one multiply-add per element and the 1x1 convolution a matrix
+    product over the channels: on a CPU 10 ms instead of 25 ms for the three modules in turn for the
+    one-channel head (128 x 256 x 512, issue 2's overhead budget). Training runs the modules as they
+    are, since batch normalisation then needs the batch statistics.
     """
 
-    def __init__(self, channels: int) -> None:
-        super().__init__(
-            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, 1, kernel_size=1)
-        )
+    def __init__(self, in_channels: int, out_channels: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=True)
 
     def forward(self, z: Tensor) -> Tensor:
         norm, _, conv = self
@@ -98,8 +97,9 @@ class InlierHead(nn.Sequential):
         if not hidden.is_contiguous():  # channels_last (CUDA): flattening would copy; cuDNN is fast here
             return nn.functional.conv2d(hidden, conv.weight, conv.bias)
         batch, _, height, width = hidden.shape
-        g = torch.matmul(conv.weight.view(1, -1), hidden.flatten(2)) + conv.bias.view(1, 1, 1)
-        return g.view(batch, 1, height, width)
+        out_channels = conv.out_channels
+        g = torch.matmul(conv.weight.view(out_channels, -1), hidden.flatten(2)) + conv.bias.view(1, -1, 1)
+        return g.view(batch, out_channels, height, width)
 
 
 class OpenSetSegmenter(nn.Module):
@@ -114,8 +114,13 @@ class OpenSetSegmenter(nn.Module):
         self.spec = spec
         self.backbone = build_backbone(spec.backbone, pretrained=pretrained, **spec.backbone_kwargs)
         channels = self.backbone.prelogit_channels
-        self.classifier = nn.Conv2d(channels, spec.num_classes, kernel_size=1)
-        self.ood_head = InlierHead(channels)
+        self.classifier: nn.Module = (
+            PreactivatedHead(channels, spec.num_classes)
+            if self.backbone.classifier_preactivation
+            else nn.Conv2d(channels, spec.num_classes, kernel_size=1)
+        )
+        inlier_channels = self.backbone.inlier_channels
+        self.ood_head = PreactivatedHead(channels if inlier_channels is None else inlier_channels)
         if spec.moose_probes and not self.backbone.probe_channels:
             raise ValueError(f"backbone {spec.backbone!r} has no spatial-pyramid branches for MOoSe probes")
         probe_inputs = self.backbone.probe_channels if spec.moose_probes else []
@@ -127,18 +132,23 @@ class OpenSetSegmenter(nn.Module):
         """``upsample=False`` returns the maps at the backbone's output stride."""
         features = self.backbone(x, with_probes=len(self.probes) > 0)
         logits = self.classifier(features.prelogits)
+        inlier_features = features.prelogits if features.inlier_features is None else features.inlier_features
         # Batch statistics in training need the whole map; in inference the head acts per pixel.
         if self.training:
-            ood_logit = self.ood_head(features.prelogits)
+            ood_logit = self.ood_head(inlier_features)
         else:
-            ood_logit = in_row_blocks(self.ood_head, features.prelogits)
+            ood_logit = in_row_blocks(self.ood_head, inlier_features)
         probe_logits = [probe(f) for probe, f in zip(self.probes, features.probe_features, strict=True)]
         if upsample:
             size = x.shape[-2:]
-            logits = resize_to(logits, size)
-            ood_logit = resize_to(ood_logit, size)
-            probe_logits = [resize_to(p, size) for p in probe_logits]
+            logits = self.upsample(logits, size)
+            ood_logit = self.upsample(ood_logit, size)
+            probe_logits = [self.upsample(p, size) for p in probe_logits]
         return SegmenterOutput(logits, ood_logit, probe_logits)
+
+    def upsample(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        """A head's map at the input ``size``, interpolated as the backbone was trained."""
+        return resize_to(x, size, align_corners=self.backbone.align_corners)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return self.backbone.encoder_parameters()

@@ -24,6 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from openset_perception.bags import topics
 from openset_perception.bags.live import DEPTH, GROUND_TRUTH, INPUT_IMAGE, NODE_OUTPUTS, LiveEvaluation
 from openset_perception.checkpoint import read_model_card
+from openset_perception.component_metrics import parse_component_options
 
 DEFAULT_CAMERAS = ("camera",)
 IDLE_CHECK_PERIOD_S = 0.5
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> dict:
         mode=accumulator_mode(args),
         protocol=args.protocol,
         two_fold=args.two_fold,
+        components=parse_component_options(args.threshold, args.component_track, card.threshold),
     )
     cameras = tuple(args.cameras or DEFAULT_CAMERAS)
     rclpy.init(args=["eval_live", *ros_args])

@@ -38,14 +38,22 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from openset_perception.engine import Segmenter
 from openset_perception.image_codec import numpy_to_image
+from openset_perception.ros.object_messages import marker_array, point_cloud
 from openset_perception.runtime.frame_buffer import CameraFrame, LatestFrameBuffer
 from openset_perception.runtime.health import HealthMonitor, gpu_memory_values, health_status
-from openset_perception.runtime.outputs import DEPTH_REPORT, IMAGE_OUTPUT_ENCODINGS
+from openset_perception.runtime.outputs import (
+    DEPTH_OUTPUTS,
+    DEPTH_REPORT,
+    IMAGE_OUTPUT_ENCODINGS,
+    UNKNOWN_OBJECTS,
+    UNKNOWN_POINTS,
+)
 from openset_perception.runtime.package_share import package_share_dir
 from openset_perception.runtime.parameters import (
     PARAMETERS,
@@ -77,6 +85,7 @@ _ROS_TYPES = {
 _READ_ONLY = [spec.name for spec in PARAMETERS if spec.read_only]
 _DYNAMIC = [spec.name for spec in PARAMETERS if not spec.read_only]
 Publishers = dict[tuple[str, str], Any]  # (camera, output) -> lifecycle publisher
+_MESSAGE_TYPES = {DEPTH_REPORT: DiagnosticArray, UNKNOWN_OBJECTS: MarkerArray, UNKNOWN_POINTS: PointCloud2}
 
 
 TransitionCallback = Callable[[Any, State], TransitionCallbackReturn]
@@ -151,6 +160,7 @@ class SegmenterNode(LifecycleNode):
             self._on_rejected,
             self._on_failure,
             health,
+            on_notice=self.get_logger().info,
         )
         self._runtime = _Runtime(
             config=config,
@@ -231,9 +241,9 @@ class SegmenterNode(LifecycleNode):
         publishers = {}
         for camera in config.cameras:
             for output in config.outputs:
-                if output == DEPTH_REPORT and not config.use_depth:
+                if output in DEPTH_OUTPUTS and not config.use_depth:
                     continue
-                msg_type = DiagnosticArray if output == DEPTH_REPORT else Image
+                msg_type = _MESSAGE_TYPES.get(output, Image)
                 publishers[(camera, output)] = self.create_lifecycle_publisher(
                     msg_type, output_topic(camera, output), qos
                 )
@@ -392,6 +402,10 @@ def _publish_result(publishers: Publishers, result: CameraResult) -> None:
     if result.depth_statuses is not None:
         report = DiagnosticArray(header=header, status=[_to_msg(s) for s in result.depth_statuses])
         publishers[(camera, DEPTH_REPORT)].publish(report)
+    if result.objects is not None:
+        publishers[(camera, UNKNOWN_OBJECTS)].publish(marker_array(result.objects, header, camera))
+    if result.points is not None:
+        publishers[(camera, UNKNOWN_POINTS)].publish(point_cloud(result.points, header))
 
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:

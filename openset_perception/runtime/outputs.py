@@ -20,7 +20,11 @@ IMAGE_OUTPUT_ENCODINGS = {
     "anomaly_heatmap": "rgb8",  # score over a fixed colour range
 }
 DEPTH_REPORT = "depth_report"
-OUTPUT_NAMES = (*IMAGE_OUTPUT_ENCODINGS, DEPTH_REPORT)
+UNKNOWN_OBJECTS = "unknown_objects"  # visualization_msgs/MarkerArray
+UNKNOWN_POINTS = "unknown_points"  # sensor_msgs/PointCloud2
+OUTPUT_NAMES = (*IMAGE_OUTPUT_ENCODINGS, DEPTH_REPORT, UNKNOWN_OBJECTS, UNKNOWN_POINTS)
+# Outputs made from the depth image: advertised only with use_depth.
+DEPTH_OUTPUTS = (DEPTH_REPORT, UNKNOWN_OBJECTS, UNKNOWN_POINTS)
 
 # Engine maps each output is made from; the mask and overlay reuse the open-set map (uint8, cheap to copy).
 _ENGINE_MAPS = {
@@ -30,7 +34,9 @@ _ENGINE_MAPS = {
     "anomaly_mask": ("open_set",),
     "overlay": ("open_set",),
     "anomaly_heatmap": ("anomaly_score",),
-    DEPTH_REPORT: ("depth_report",),
+    DEPTH_REPORT: ("depth_report", "anomaly_score", "open_set"),  # the report lists the objects too
+    UNKNOWN_OBJECTS: ("anomaly_score", "open_set"),
+    UNKNOWN_POINTS: ("anomaly_score", "open_set"),
 }
 
 

@@ -12,13 +12,14 @@ import array
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openset_perception.depth import DEFAULT_EDGES_M, DepthBins
 from openset_perception.engine import EXECUTION_PROVIDERS, PRECISIONS, RUNTIMES
 from openset_perception.image_codec import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING
+from openset_perception.objects import ObjectFilters
 from openset_perception.runtime.depth_report import DangerZone
 from openset_perception.runtime.outputs import OUTPUT_NAMES
 from openset_perception.scoring import SCORE_METHODS
@@ -89,7 +90,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "use_camera_info",
         "bool",
         True,
-        "Pair <cam>/camera_info with each image (None while a camera publishes none).",
+        "Pair <cam>/camera_info with each image: the intrinsics of unknown_objects and unknown_points "
+        "(without it, focal_length_px or no 3D outputs).",
     ),
     ParameterSpec(
         "sync_slop",
@@ -196,6 +198,52 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         constraints="at least two finite, increasing edges >= 0",
     ),
     ParameterSpec(
+        "focal_length_px",
+        "double",
+        0.0,
+        "Focal length in pixels (principal point in the image centre) used while no usable camera_info "
+        "has arrived; 0 = none: the 3D outputs stay off until camera_info comes.",
+        read_only=False,
+        min_value=0.0,
+        max_value=1e6,
+    ),
+    ParameterSpec(
+        "object_min_pixels",
+        "int",
+        50,
+        "Pixels a connected unknown region needs to be reported as an object.",
+        read_only=False,
+        min_value=1,
+        max_value=100_000_000,
+    ),
+    ParameterSpec(
+        "object_min_size",
+        "double",
+        0.0,
+        "Metres an object's larger side (width or height) needs to be reported; needs 3D; 0 = any.",
+        read_only=False,
+        min_value=0.0,
+        max_value=1000.0,
+    ),
+    ParameterSpec(
+        "object_max_distance",
+        "double",
+        50.0,
+        "Objects whose nearest valid depth lies farther (metres) are not reported.",
+        read_only=False,
+        min_value=0.1,
+        max_value=100_000.0,
+    ),
+    ParameterSpec(
+        "cloud_decimation",
+        "int",
+        2,
+        "unknown_points keeps every N-th pixel row and column of the unknown pixels with valid depth.",
+        read_only=False,
+        min_value=1,
+        max_value=64,
+    ),
+    ParameterSpec(
         "heatmap_span",
         "double",
         40.0,
@@ -268,6 +316,9 @@ class RuntimeSettings:
     depth_bins: DepthBins
     heatmap_span: float
     overlay_alpha: float
+    objects: ObjectFilters = field(default_factory=ObjectFilters)
+    focal_length_px: float | None = None  # None: no fallback for a missing camera_info
+    cloud_decimation: int = 1
 
 
 def default_values() -> dict[str, Any]:
@@ -321,6 +372,11 @@ def runtime_settings(values: Mapping[str, Any]) -> RuntimeSettings:
         depth_bins=DepthBins(tuple(float(e) for e in v["depth_bins"])),
         heatmap_span=float(v["heatmap_span"]),
         overlay_alpha=float(v["overlay_alpha"]),
+        objects=ObjectFilters(
+            int(v["object_min_pixels"]), float(v["object_min_size"]), float(v["object_max_distance"])
+        ),
+        focal_length_px=float(v["focal_length_px"]) or None,
+        cloud_decimation=int(v["cloud_decimation"]),
     )
 
 
@@ -434,7 +490,16 @@ def _check_depth_bins(edges: Sequence[float]) -> None:
         raise ParameterError(f"depth_bins: {error}") from None
 
 
+def _check_finite(name: str):
+    def check(value: float) -> None:
+        if not math.isfinite(value):
+            raise ParameterError(f"{name} must be a finite number, got {value}")
+
+    return check
+
+
 _EXTRA_CHECKS = {
+    **{name: _check_finite(name) for name in ("focal_length_px", "object_min_size", "object_max_distance")},
     "cameras": _check_cameras,
     "outputs": _check_outputs,
     "device": _check_device,

@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from openset_perception.engine import Segmenter
+from openset_perception.geometry import Intrinsics, anomaly_points
 from openset_perception.image_codec import ImageDecodeError
+from openset_perception.objects import UnknownObject, find_objects
 from openset_perception.runtime.camera_batch import DecodedFrame, FrameMaps, decode_frame, segment_frames
 from openset_perception.runtime.depth_report import depth_report_statuses
 from openset_perception.runtime.frame_buffer import CameraFrame
+from openset_perception.runtime.object_report import object_statuses
 from openset_perception.runtime.outputs import (
+    DEPTH_OUTPUTS,
     DEPTH_REPORT,
+    UNKNOWN_OBJECTS,
+    UNKNOWN_POINTS,
     RenderStyle,
     engine_outputs,
     heatmap_range,
@@ -35,6 +41,8 @@ class CameraResult:
     frame: CameraFrame
     images: dict[str, np.ndarray]  # output name -> array in the output's encoding
     depth_statuses: list[StatusRecord] | None  # None when not requested or the frame had no depth
+    objects: list[UnknownObject] | None = None  # None when unknown_objects was not requested / no depth
+    points: np.ndarray | None = None  # (N, 4) x, y, z, score; None when not requested / no 3D
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class BatchOutcome:
     results: list[CameraResult] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # once per change, e.g. 3D outputs switched off
 
     def fail(self, frame: CameraFrame, error: Exception) -> None:
         failure = CameraFailure(f"camera '{frame.camera}': {type(error).__name__}: {error}")
@@ -72,6 +81,7 @@ class InferencePipeline:
         self._card_score_method = segmenter.score_method
         self._palette = np.asarray(segmenter.card.palette, dtype=np.uint8)
         self._pending: RuntimeSettings | None = None
+        self._without_3d: set[str] = set()  # cameras whose 3D outputs are off, already reported
         self._apply(settings)
 
     @property
@@ -99,12 +109,9 @@ class InferencePipeline:
             if not requested[frame.camera]:
                 continue
             try:
+                with_depth = not requested[frame.camera].isdisjoint(DEPTH_OUTPUTS)
                 decoded.append(
-                    decode_frame(
-                        frame,
-                        with_depth=DEPTH_REPORT in requested[frame.camera],
-                        max_pixels=self._settings.max_input_pixels,
-                    )
+                    decode_frame(frame, with_depth=with_depth, max_pixels=self._settings.max_input_pixels)
                 )
             except ImageDecodeError as error:
                 outcome.rejected.append(Rejected(frame, str(error)))
@@ -116,15 +123,28 @@ class InferencePipeline:
         style = self._render_style()
         for item, frame_maps in self._segment_each_camera(decoded, engine_outputs(union), outcome):
             camera = item.frame.camera
+            wants = requested[camera]
             try:
-                images = render_image_outputs(item.image, frame_maps, requested[camera], style)
+                images = render_image_outputs(item.image, frame_maps, wants, style)
+                objects = points = None
+                if item.depth is not None and not wants.isdisjoint(DEPTH_OUTPUTS):
+                    objects, points = self._objects_and_points(item, frame_maps, wants, outcome.notices)
                 statuses = None
-                if DEPTH_REPORT in requested[camera] and frame_maps.depth_stats is not None:
+                if DEPTH_REPORT in wants and frame_maps.depth_stats is not None:
                     statuses = depth_report_statuses(camera, frame_maps.depth_stats, self._settings.danger)
+                    statuses += object_statuses(camera, objects or [], self._settings.danger)
             except Exception as error:
                 outcome.fail(item.frame, error)
                 continue
-            outcome.results.append(CameraResult(item.frame, images, statuses))
+            outcome.results.append(
+                CameraResult(
+                    item.frame,
+                    images,
+                    statuses,
+                    objects if UNKNOWN_OBJECTS in wants else None,
+                    points,
+                )
+            )
         return outcome
 
     def _segment_each_camera(
@@ -147,6 +167,46 @@ class InferencePipeline:
                 continue
             segmented.append((item, frame_maps))
         return segmented
+
+    def _objects_and_points(
+        self, item: DecodedFrame, maps: FrameMaps, wants: set[str], notices: list[str]
+    ) -> tuple[list[UnknownObject], np.ndarray | None]:
+        assert item.depth is not None and maps.open_set is not None and maps.anomaly_score is not None
+        height, width = item.depth.shape
+        intrinsics = self._intrinsics(item.frame, width, height, notices)
+        mask = maps.open_set == self.segmenter.num_classes
+        objects = find_objects(mask, maps.anomaly_score, item.depth, intrinsics, self._settings.objects)
+        points = None
+        if UNKNOWN_POINTS in wants and intrinsics is not None:
+            points = anomaly_points(
+                item.depth, maps.anomaly_score, mask, intrinsics, self._settings.cloud_decimation
+            )
+        return objects, points
+
+    def _intrinsics(
+        self, frame: CameraFrame, width: int, height: int, notices: list[str]
+    ) -> Intrinsics | None:
+        """The frame's camera_info, else the focal-length fallback, at the depth image's size."""
+        intrinsics = None
+        if frame.camera_info is not None:
+            intrinsics = Intrinsics.from_camera_info(frame.camera_info)
+        if intrinsics is None and self._settings.focal_length_px is not None:
+            intrinsics = Intrinsics.from_focal_length(self._settings.focal_length_px, width, height)
+        if intrinsics is None:
+            if frame.camera not in self._without_3d:
+                self._without_3d.add(frame.camera)
+                source = (
+                    "no camera_info" if frame.camera_info is None else "an uncalibrated camera_info (K = 0)"
+                )
+                notices.append(
+                    f"camera '{frame.camera}': {source} and focal_length_px is 0, so unknown_points is not "
+                    "published and unknown_objects carry no 3D position until intrinsics arrive"
+                )
+            return None
+        if frame.camera in self._without_3d:
+            self._without_3d.discard(frame.camera)
+            notices.append(f"camera '{frame.camera}': intrinsics available, 3D object outputs on")
+        return intrinsics.scaled_to(width, height)
 
     def _apply(self, settings: RuntimeSettings) -> None:
         self.segmenter.threshold = self._card_threshold if settings.threshold is None else settings.threshold

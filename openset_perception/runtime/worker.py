@@ -26,6 +26,7 @@ class InferenceWorker:
         on_failure: Callable[[Exception], None],
         health: HealthMonitor,
         clock: Callable[[], float] = time.monotonic,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self._buffer = buffer
         self._pipeline = pipeline
@@ -35,6 +36,7 @@ class InferenceWorker:
         self._on_failure = on_failure
         self._health = health
         self._clock = clock
+        self._on_notice = on_notice
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -71,6 +73,9 @@ class InferenceWorker:
             self._health.record_failure()
             self._on_failure(error)
             return
+        if self._on_notice is not None:
+            for notice in outcome.notices:
+                self._on_notice(notice)
         for rejected in outcome.rejected:
             self._health.record_bad_input()
             self._on_rejected(rejected)

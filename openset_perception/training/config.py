@@ -39,7 +39,8 @@ class ModelConfig(StrictModel):
     pretrained: Flag = False  # torchvision ImageNet weights (downloads once; never needed for tests)
     moose_probes: Flag = False
     probe_depth: Int = Field(3, ge=0)
-    normalization: Literal["imagenet", "unit"] = "imagenet"
+    # init_checkpoint: the starting checkpoint's own (an imported model keeps the input it was trained on)
+    normalization: Literal["imagenet", "unit", "init_checkpoint"] = "imagenet"
     init_checkpoint: Path | None = None  # start from this checkpoint (fine-tuning stages)
 
     @field_validator("backbone")
@@ -54,6 +55,12 @@ class ModelConfig(StrictModel):
         if "backbone" in info.data:  # an unknown backbone is reported on its own
             check_backbone_kwargs(info.data["backbone"], kwargs)
         return kwargs
+
+    @model_validator(mode="after")
+    def _checkpoint_for_its_normalization(self) -> ModelConfig:
+        if self.normalization == "init_checkpoint" and self.init_checkpoint is None:
+            raise ValueError("model.normalization 'init_checkpoint' needs model.init_checkpoint")
+        return self
 
 
 class DatasetConfig(StrictModel):

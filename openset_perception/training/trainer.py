@@ -47,9 +47,9 @@ from openset_perception.evaluation.calibrate import calibrate_threshold
 from openset_perception.evaluation.evaluate import evaluate_dataset
 from openset_perception.losses import LossWeights, densehybrid_loss, moose_probe_loss, segmentation_ce
 from openset_perception.models import ArchitectureSpec, OpenSetSegmenter, build_model
-from openset_perception.preprocess import IMAGENET_MEAN, Normalization, normalize
+from openset_perception.preprocess import Normalization, normalize
 from openset_perception.training.augment import TrainingCrops
-from openset_perception.training.config import DatasetConfig, TrainConfig
+from openset_perception.training.config import DatasetConfig, ModelConfig, TrainConfig
 from openset_perception.training.flow_negatives import FLOW_CHECKPOINT, FlowNegatives
 
 LOGGER = logging.getLogger(__name__)
@@ -185,11 +185,7 @@ class Trainer:
         if len(self.train_set) == 0:
             raise ValueError(f"training dataset '{config.data.train.name}' is empty")
         info = self.train_set.info
-        self.normalization = (
-            Normalization()
-            if config.model.normalization == "imagenet"
-            else Normalization((0, 0, 0), (1, 1, 1))
-        )
+        self.normalization = _training_normalization(config.model)
         torch.manual_seed(config.seed)
         spec = ArchitectureSpec(
             config.model.backbone,
@@ -221,7 +217,7 @@ class Trainer:
             config.data.flip,
             tuple(
                 round(255 * c)
-                for c in (IMAGENET_MEAN if config.model.normalization == "imagenet" else (0.5,) * 3)
+                for c in ((0.5,) * 3 if config.model.normalization == "unit" else self.normalization.mean)
             ),
             config.seed,
         )
@@ -555,6 +551,14 @@ class Trainer:
         path = self.run_dir / FINAL_CHECKPOINT
         save_checkpoint(path, self.model, self.card)
         return path
+
+
+def _training_normalization(model: ModelConfig) -> Normalization:
+    if model.normalization == "init_checkpoint":
+        from openset_perception.checkpoint import read_model_card
+
+        return read_model_card(model.init_checkpoint).normalization
+    return Normalization() if model.normalization == "imagenet" else Normalization((0, 0, 0), (1, 1, 1))
 
 
 def _load_initial_weights(model: OpenSetSegmenter, path: Path) -> None:
