@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 from openset_perception.depth import DepthBins
-from openset_perception.metrics import CurvePoints
 from openset_perception.objects import label_components, per_component_median
 
 VOID = 255
@@ -196,19 +195,6 @@ def summarize(
     }
 
 
-def best_pixel_f1(curves: CurvePoints) -> tuple[float, float]:
-    """(F1, threshold) of the operating point with the highest pixel-level F1 (``score >= threshold``).
-
-    ``curves`` must hold every operating point (``AnomalyMetricAccumulator.curves`` with a ``max_points``
-    above their number), or the maximum is only searched among the points given.
-    """
-    precision, recall = np.asarray(curves.precision), np.asarray(curves.recall)
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(curves.thresholds[best])
-
-
 @dataclass
 class _Records:
     """Per-instance and per-segment records of all frames so far (the only state that grows)."""
@@ -355,16 +341,6 @@ class ComponentOptions:
     @property
     def threshold_source(self) -> str:
         return "best pixel F1" if self.threshold is None else "fixed"
-
-
-def pixel_f1_at(curves: CurvePoints, threshold: float) -> float | None:
-    """Pixel-level F1 of ``score >= threshold`` from the curve's operating points (None above them all)."""
-    flagged = np.flatnonzero(np.asarray(curves.thresholds) >= threshold)
-    if flagged.size == 0:
-        return None
-    index = int(flagged[-1])  # thresholds descend: the last one >= t flags exactly the pixels >= t
-    precision, recall = float(curves.precision[index]), float(curves.recall[index])
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 DEFAULT_COMPONENT_OPTIONS = ComponentOptions()  # SMIYC AnomalyTrack sizes at the best-pixel-F1 threshold

@@ -680,6 +680,23 @@ class AnomalyMetricAccumulator:
         self._pooled_only("an operating point")
         return _summarise(self._store, (tpr,)).at_tpr[tpr]
 
+    def f1_at(self, threshold: float) -> float | None:
+        """Pixel-level F1 of ``score >= threshold``; None when no pixel scores that high."""
+        self._pooled_only("an F1 at a threshold")
+        n_pos, _ = self._store.counts()
+        reached = None
+        for points in self._store.blocks():  # descending thresholds, cumulative counts
+            flagged = np.flatnonzero(points.thresholds >= threshold)
+            if flagged.size:
+                last = flagged[-1]
+                reached = (float(points.true_positives[last]), float(points.false_positives[last]))
+            if flagged.size < points.thresholds.size:
+                break
+        if reached is None:
+            return None
+        true_positives, false_positives = reached
+        return 2.0 * true_positives / (true_positives + false_positives + n_pos)
+
     def _pooled_only(self, what: str) -> None:
         if self._per_image is not None:
             raise ValueError(f"{what} needs pooled pixels; this accumulator averages per image")

@@ -13,13 +13,12 @@ from openset_perception.component_metrics import (
     ComponentMetricAccumulator,
     ComponentOptions,
     ComponentSettings,
-    best_pixel_f1,
     parse_component_options,
 )
 from openset_perception.data.folder import FolderDataset, write_folder_dataset
 from openset_perception.data.sample import DatasetInfo, Sample
 from openset_perception.depth import DepthBins
-from openset_perception.evaluation.accumulate import ALL_CURVE_POINTS, EvaluationAccumulator
+from openset_perception.evaluation.accumulate import EvaluationAccumulator
 from openset_perception.evaluation.report import write_report
 
 K = len(TINY_CLASSES)
@@ -53,7 +52,8 @@ def _accumulate(options: ComponentOptions) -> EvaluationAccumulator:
 def test_default_threshold_is_the_best_pixel_f1_and_results_equal_a_fixed_run_there() -> None:
     accumulator = _accumulate(ComponentOptions(None, SMALL))
     section = accumulator.compute()["components"]
-    f1, threshold = best_pixel_f1(accumulator.anomaly.curves(ALL_CURVE_POINTS))
+    pooled = accumulator.anomaly.compute()
+    f1, threshold = pooled["best_f1"], pooled["best_f1_threshold"]
     assert section["threshold_source"] == "best pixel F1"
     assert section["pixel_threshold"] == threshold and section["pixel_f1"] == pytest.approx(f1)
     direct = ComponentMetricAccumulator(SMALL, threshold, DepthBins(EDGES, beyond_last=False))

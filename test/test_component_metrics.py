@@ -184,14 +184,13 @@ def _deferred_without_threshold() -> None:
 
 
 def test_best_pixel_f1_is_the_maximum_over_all_thresholds() -> None:
-    from openset_perception.component_metrics import best_pixel_f1
-
     rng = np.random.default_rng(0)
     labels = (rng.random(2000) < 0.2).astype(np.uint8)
     scores = (rng.normal(size=2000) + 1.5 * labels).astype(np.float32)
     accumulator = AnomalyMetricAccumulator("exact")
     accumulator.update(scores, labels)
-    f1, threshold = best_pixel_f1(accumulator.curves(max_points=10**6))
+    metrics = accumulator.compute()
+    f1, threshold = metrics["best_f1"], metrics["best_f1_threshold"]
     brute = []
     for t in np.unique(scores):
         flagged = scores >= t
@@ -204,3 +203,20 @@ def test_best_pixel_f1_is_the_maximum_over_all_thresholds() -> None:
 
 def test_siou_thresholds_are_the_benchmarks() -> None:
     np.testing.assert_allclose(SIOU_THRESHOLDS, np.linspace(0.25, 0.75, 11))
+
+
+@pytest.mark.parametrize("mode", ["exact", "binned"])
+def test_pixel_f1_at_a_fixed_threshold_counts_the_pixels_at_or_above_it(mode: str) -> None:
+    rng = np.random.default_rng(1)
+    labels = (rng.random(3000) < 0.1).astype(np.uint8)
+    scores = np.round(rng.normal(size=3000) + 2.0 * labels, 2).astype(np.float32)
+    accumulator = AnomalyMetricAccumulator(mode)
+    accumulator.update(scores, labels)
+    for threshold in (float(np.median(scores)), 1.0, 2.5):
+        flagged = scores >= threshold
+        tp = np.count_nonzero(flagged & (labels == 1))
+        expected = 2 * tp / (np.count_nonzero(flagged) + np.count_nonzero(labels))
+        # Binned: the bin holding the threshold counts as below it (a few tied pixels here).
+        tolerance = 1e-2 if mode == "binned" else 1e-12
+        assert accumulator.f1_at(threshold) == pytest.approx(expected, abs=tolerance)
+    assert accumulator.f1_at(float(scores.max()) + 1.0) is None

@@ -22,7 +22,6 @@ end, when each fold's TPR-95 threshold is applied to the other.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,8 +33,6 @@ from openset_perception.component_metrics import (
     DEFAULT_COMPONENT_OPTIONS,
     ComponentMetricAccumulator,
     ComponentOptions,
-    best_pixel_f1,
-    pixel_f1_at,
 )
 from openset_perception.depth import DepthBins
 from openset_perception.metrics import (
@@ -61,9 +58,6 @@ from openset_perception.metrics import (
 ANOMALY_BITS = DEFAULT_BINNED_BITS
 DISTANCE_BITS = DEFAULT_BINNED_BITS
 SKIPPED_NAMES_SHOWN = 20
-# A max_points no run reaches: AnomalyMetricAccumulator.curves then returns every operating point
-# (at most 2 ** ANOMALY_BITS in binned mode), so the best pixel F1 is searched among all of them.
-ALL_CURVE_POINTS = sys.maxsize
 
 
 class _FoldFrames:
@@ -255,11 +249,12 @@ class EvaluationAccumulator:
 
     def compute(self) -> dict:
         """Metrics in the report schema; sections without the ground truth they need are None."""
+        anomaly = self._anomaly()
         return {
-            "anomaly": self._anomaly(),
+            "anomaly": anomaly,
             "segmentation": self._segmentation(),
             "per_distance": self._per_distance(),
-            "components": self._components(),
+            "components": self._components(anomaly),
             "latency_ms": self._latency() or None,
             "frames": self._frames(),
             "skipped_frames": {reason: list(names) for reason, names in self.skipped.items()},
@@ -281,19 +276,20 @@ class EvaluationAccumulator:
         except ValueError:  # per image: no single image has both classes
             return None
 
-    def _components(self) -> dict | None:
-        """Component metrics at the fixed threshold or at the one with the best pixel F1."""
+    def _components(self, anomaly: dict | None) -> dict | None:
+        """Component metrics at the fixed threshold or at the one with the best pixel F1 (``anomaly``'s)."""
         if self.components is None or self.component_options is None or not self.components.frames:
             return None
-        if not (self.anomaly.n_pos and self.anomaly.n_neg):
+        if anomaly is None:
             return None
-        curves = self.anomaly.curves(ALL_CURVE_POINTS)
         if self.component_options.threshold is None:
-            pixel_f1, threshold = best_pixel_f1(curves)
+            pixel_f1, threshold = anomaly["best_f1"], anomaly["best_f1_threshold"]
+            if threshold is None:  # per-image protocol: no pooled operating point to pick
+                return None
             section = self.components.compute(threshold)
         else:
             section = self.components.compute()
-            pixel_f1 = pixel_f1_at(curves, self.component_options.threshold)
+            pixel_f1 = self.anomaly.f1_at(self.component_options.threshold)
         assert section is not None
         return {"threshold_source": self.component_options.threshold_source, "pixel_f1": pixel_f1, **section}
 
