@@ -492,7 +492,7 @@ def _result(
         commit=git_commit(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         load_average=load_average,
-        peak_memory_kind="cuda_max_allocated" if segmenter.device.type == "cuda" else "cpu_peak_rss_delta",
+        peak_memory_kind="cuda_max_allocated" if segmenter.device.type == "cuda" else "cpu_process_peak_rss",
     )
     return BenchmarkResult(
         config=config,
@@ -560,8 +560,10 @@ def count_gflops(fn: Callable[[], Any]) -> float:
 
 
 def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
-    """CUDA: max_memory_allocated during one call (weights included). CPU: peak RSS growth during it,
-    or None where the kernel does not let a process reset its peak RSS."""
+    """CUDA: max_memory_allocated during one call (weights included). CPU: the process's peak RSS
+    during it (weights, buffers and the interpreter included), or None where the kernel does not let a
+    process reset its peak RSS. (Growth during the call would read 0 on the CPU: after warm-up the
+    allocator reuses memory it already holds.)"""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -571,9 +573,8 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
     try:
         # Writing 5 resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0).
         Path("/proc/self/clear_refs").write_text("5")
-        before_kb = _proc_status_kb("VmRSS")
         fn()
-        return (_proc_status_kb("VmHWM") - before_kb) / 1024
+        return _proc_status_kb("VmHWM") / 1024
     except (OSError, KeyError, ValueError):
         return None
 
@@ -619,11 +620,11 @@ MARKDOWN_COLUMNS = (
     "compile",
     "threads",
     "iters",
-    "closed-set ms",
-    "+ DenseHybrid ms",
+    "closed-set ms median (p95)",
+    "+ DenseHybrid ms median (p95)",
     "DenseHybrid overhead",
-    "+ depth ms",
-    "node path ms",
+    "+ depth ms median (p95)",
+    "node path ms median (p95)",
     "node FPS",
     "GFLOPs closed / hybrid",
     "peak MB closed / hybrid / node",

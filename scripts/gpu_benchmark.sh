@@ -45,9 +45,9 @@ for compile in "" "--compile"; do
         for batch in 1 4; do
             name="gpu_${precision}_b${batch}${compile:+_compiled}"
             "$PYTHON" -m openset_perception.cli.main benchmark \
-                --backbone swiftnet_rn18 --backbone ldn121 --size 1024x2048 --batch "$batch" \
+                --backbone swiftnet_rn18 --backbone ldn121 --size 1024x2048 --batch-size "$batch" \
                 --device cuda --precision "$precision" $compile --iterations 100 --warmup 10 \
-                --json "build/benchmarks/$name.json" --append-markdown docs/benchmarks.md "$@"
+                --out "build/benchmarks/$name.json" --append-markdown docs/benchmarks.md "$@"
         done
     done
 done
@@ -57,10 +57,10 @@ for provider in cuda tensorrt; do
         for batch in 1 4; do
             name="gpu_onnxruntime_${provider}_${precision}_b${batch}"
             "$PYTHON" -m openset_perception.cli.main benchmark \
-                --backbone swiftnet_rn18 --backbone ldn121 --size 1024x2048 --batch "$batch" \
+                --backbone swiftnet_rn18 --backbone ldn121 --size 1024x2048 --batch-size "$batch" \
                 --device cuda --precision "$precision" --runtime torch,onnxruntime \
                 --execution-provider "$provider" --iterations 100 --warmup 10 \
-                --json "build/benchmarks/$name.json" --append-markdown docs/benchmarks.md "$@"
+                --out "build/benchmarks/$name.json" --append-markdown docs/benchmarks.md "$@"
         done
     done
 done

@@ -30,6 +30,7 @@ SKIPPED: dict[str, str] = {
     "make test": "the test suite itself",
     "make install": "CI's own install and test command (.ci/run)",
     "git clone": "needs the network",
+    "python3 -m venv .venv": "installs a CPU-only torch from PyTorch's own index (the network)",
     "python3.11 -m venv": "the pip recipe for a venv of its own: checked by hand on a fresh venv (issue 14); "
     "the node it starts is tested from an installed package in test/ros/test_colcon_build.py",
     "cd ~ && segmenter_node": "starts the ROS node, which test/ros runs as a process over DDS",

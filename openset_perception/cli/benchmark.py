@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 
 from openset_perception.cli.main import add_engine_arguments
+from openset_perception.cli.options import add_deprecated_alias, add_size_argument
 
-SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W); an argparse type."""
-    match = SIZE_PATTERN.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 1024x2048, got '{text}'")
-    return int(match.group(1)), int(match.group(2))
+# Defaults by device type: a CPU runs a 2 MP frame in seconds, so 100 iterations of 4 paths would take
+# 15 minutes or more there.
+ITERATIONS = {"cuda": 100, "cpu": 10}
+WARMUP = {"cuda": 10, "cpu": 2}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,23 +33,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="backbone to time (repeatable, or 'all'); default swiftnet_rn18, or the checkpoint's",
     )
+    add_size_argument(parser, (1024, 2048), "input size", old_spellings=False)
     parser.add_argument(
-        "--size", type=parse_size, default=(1024, 2048), help="input HEIGHTxWIDTH; default 1024x2048"
+        "--batch-size", type=int, default=1, help="frames per forward pass (cameras); default 1"
     )
-    parser.add_argument("--batch", type=int, default=1, help="frames per forward pass (cameras); default 1")
+    add_deprecated_alias(parser, "--batch", "--batch-size", type=int)
     add_engine_arguments(parser, several_runtimes=True)
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
-    parser.add_argument("--iterations", type=int, default=100, help="timed iterations per path; default 100")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first; default 10")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help=f"timed iterations per path; default {ITERATIONS['cuda']} on a GPU, {ITERATIONS['cpu']} on CPUs",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help=f"untimed iterations first; default {WARMUP['cuda']} on a GPU, {WARMUP['cpu']} on the CPU",
+    )
     parser.add_argument("--checkpoint", help="time this checkpoint instead of random weights")
     parser.add_argument(
-        "--width", type=float, help="channel scale of swiftnet_rn18 with random weights (e.g. 0.5)"
+        "--model-width", type=float, help="channel scale of swiftnet_rn18 with random weights (e.g. 0.5)"
     )
+    add_deprecated_alias(parser, "--width", "--model-width", type=float)
     parser.add_argument(
         "--num-classes", type=int, default=19, help="classes of the random-weight model; default 19"
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (torch.set_num_threads)")
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    parser.add_argument("--out", metavar="FILE", help="also write the results to FILE as JSON")
+    add_deprecated_alias(parser, "--json", "--out")
     parser.add_argument(
         "--append-markdown",
         metavar="FILE",
@@ -92,7 +98,7 @@ def command_line(args: argparse.Namespace, backbones: list[str]) -> str:
     words = ["openset-perception", "benchmark"]
     for backbone in backbones:
         words += ["--backbone", backbone]
-    words += ["--size", f"{args.size[0]}x{args.size[1]}", "--batch", str(args.batch)]
+    words += ["--size", f"{args.size[0]}x{args.size[1]}", "--batch-size", str(args.batch_size)]
     words += ["--device", args.device, "--precision", args.precision, "--runtime", ",".join(args.runtime)]
     if args.execution_provider != "auto":
         words += ["--execution-provider", args.execution_provider]
@@ -101,7 +107,7 @@ def command_line(args: argparse.Namespace, backbones: list[str]) -> str:
         words.append("--compile")
     for option, value in (
         ("--checkpoint", args.checkpoint),
-        ("--width", args.width),
+        ("--model-width", args.model_width),
         ("--threads", args.threads),
     ):
         if value is not None:
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     from openset_perception.atomic import atomic_write_text
     from openset_perception.benchmark import (
+        PATHS,
         BenchmarkConfig,
         append_markdown,
         markdown_table,
@@ -125,12 +132,22 @@ def run(args: argparse.Namespace) -> int:
         summary_line,
     )
     from openset_perception.cli.main import UserError
+    from openset_perception.engine import resolve_device
 
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     backbones = backbone_names(args)
+    kind = "cuda" if resolve_device(args.device).type == "cuda" else "cpu"
+    args.iterations = ITERATIONS[kind] if args.iterations is None else args.iterations
+    args.warmup = WARMUP[kind] if args.warmup is None else args.warmup
+    print(
+        f"timing {len(PATHS)} paths x {args.iterations} iterations (+{args.warmup} warm-up) per runtime of "
+        f"{', '.join(backbones)} at {args.size[0]}x{args.size[1]} on {kind}; the progress bar shows the "
+        "time left",
+        flush=True,
+    )
     try:
         configs = [
             [
@@ -138,14 +155,14 @@ def run(args: argparse.Namespace) -> int:
                     backbone=backbone,
                     height=args.size[0],
                     width=args.size[1],
-                    batch=args.batch,
+                    batch=args.batch_size,
                     device=args.device,
                     precision=args.precision,
                     compile=args.compile,
                     iterations=args.iterations,
                     warmup=args.warmup,
                     checkpoint=args.checkpoint,
-                    model_width=args.width,
+                    model_width=args.model_width,
                     num_classes=args.num_classes,
                     runtime=runtime,
                     execution_provider=args.execution_provider,
@@ -163,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary_line(result))
     for group in runtime_groups(results):
         print("\n" + runtime_comparison_table(group))
-    if args.json:
-        atomic_write_text(args.json, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    if args.out:
+        atomic_write_text(args.out, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     if args.append_markdown:
         append_markdown(args.append_markdown, results, command_line(args, backbones))
     return 0

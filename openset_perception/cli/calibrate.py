@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             segmenter,
             dataset,
             tpr=args.tpr,
-            max_frames=args.max_frames,
+            max_frames=args.frames,
             batch_size=args.batch_size,
             progress=not args.no_progress,
         )
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "root": str(args.root),
         "split": args.split,
-        "max_frames": args.max_frames,
+        "frames": args.frames,
     }
     write_calibrated_checkpoint(
         args.checkpoint,

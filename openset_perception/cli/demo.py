@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from openset_perception.cli.main import RUNTIME_CHOICES
+from openset_perception.cli.options import add_size_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (replaced on every run)")
     parser.add_argument("--checkpoint", default=None, help="model to run (default: the embedded model)")
     parser.add_argument("--frames", type=int, default=30, help="frames in the demo bag")
-    parser.add_argument("--height", type=int, default=256, help="frame height in px")
-    parser.add_argument("--width", type=int, default=512, help="frame width in px")
+    add_size_argument(parser, (256, 512), "frame size")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the generated scenes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument(
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         checkpoint,
         args.frames,
-        args.height,
-        args.width,
+        args.size[0],
+        args.size[1],
         args.seed,
         device=args.device,
         runtime=args.runtime,

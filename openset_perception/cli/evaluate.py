@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from openset_perception.cli.component_options import add_component_arguments, component_options
 from openset_perception.cli.main import accumulator_mode, add_engine_arguments, add_metric_arguments
+from openset_perception.cli.options import add_deprecated_alias
 
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
@@ -31,7 +32,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="frames per forward pass (consecutive same-size frames)"
     )
-    parser.add_argument("--max-frames", type=int, help="use only the first N frames")
+    parser.add_argument("--frames", type=int, help="use only the first N frames")
+    add_deprecated_alias(parser, "--max-frames", "--frames", type=int)
     parser.add_argument(
         "--score-method",
         metavar="METHOD",
@@ -46,7 +48,7 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
     from openset_perception.cli.main import UserError
     from openset_perception.engine import Segmenter
 
-    for name, value in (("--batch-size", args.batch_size), ("--max-frames", args.max_frames)):
+    for name, value in (("--batch-size", args.batch_size), ("--frames", args.frames)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     read_model_card(args.checkpoint)  # a missing or broken checkpoint fails before the dataset is opened
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         dataset,
         out_dir,
         batch_size=args.batch_size,
-        max_frames=args.max_frames,
+        max_frames=args.frames,
         save_scores=args.save_scores,
         mode=accumulator_mode(args),
         protocol=args.protocol,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from openset_perception.cli.benchmark import parse_size
+from openset_perception.cli.options import add_size_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument(
-        "--size", type=parse_size, default=(1024, 2048), help="input HEIGHTxWIDTH; default 1024x2048"
-    )
+    add_size_argument(parser, (1024, 2048), "input size", old_spellings=False)
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch size (1 to 64 frames)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 18; default 18")
     parser.add_argument("--logits", action="store_true", help="output the logits instead of the labels")

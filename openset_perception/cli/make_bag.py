@@ -6,8 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openset_perception.cli.options import add_deprecated_alias, add_size_argument
+
 if TYPE_CHECKING:
     from openset_perception.data.sample import Dataset
+
+
+GENERATED_FRAMES = 50  # scenes make-bag renders for synthetic_streets without --root and --frames
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,11 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--compressed", action="store_true", help="JPEG images on <cam>/image/compressed instead of rgb8"
     )
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality with --compressed")
-    parser.add_argument("--max-frames", type=int, help="write only the first N frames")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        help=f"write the first N frames; default: all of a dataset, {GENERATED_FRAMES} generated scenes",
+    )
+    add_deprecated_alias(parser, "--max-frames", "--frames", type=int)
     streets = parser.add_argument_group("synthetic_streets without --root (frames rendered on the fly)")
-    streets.add_argument("--frames", type=int, default=50, help="number of frames; default 50")
-    streets.add_argument("--height", type=int, default=256, help="frame height in px")
-    streets.add_argument("--width", type=int, default=512, help="frame width in px")
+    add_size_argument(streets, (256, 512), "frame size")
     streets.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -59,10 +67,10 @@ def _open_dataset(args: argparse.Namespace) -> Dataset:
 
         try:
             return SyntheticStreets(
-                args.frames,
+                GENERATED_FRAMES if args.frames is None else args.frames,
                 seed=args.seed,
-                height=args.height,
-                width=args.width,
+                height=args.size[0],
+                width=args.size[1],
                 anomalies=True,
                 stream=split_stream(args.split or "test"),
             )
@@ -82,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from openset_perception.bags.writer import write_dataset_bag
     from openset_perception.cli.main import UserError
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.frames is not None and args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
     if not args.rate > 0:
         raise UserError(f"--rate must be > 0, got {args.rate}")
     if not 0 <= args.jpeg_quality <= 100:
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         compressed=args.compressed,
         jpeg_quality=args.jpeg_quality,
-        max_frames=args.max_frames,
+        max_frames=args.frames,
         progress=not args.no_progress,
     )
     frames = max(written.counts.values(), default=0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from openset_perception.cli.options import add_size_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,8 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train", type=int, default=200, help="number of training frames (no anomalies)")
     parser.add_argument("--val", type=int, default=50, help="number of validation frames (with anomalies)")
     parser.add_argument("--test", type=int, default=50, help="number of test frames (with anomalies)")
-    parser.add_argument("--height", type=int, default=256, help="frame height in px")
-    parser.add_argument("--width", type=int, default=512, help="frame width in px")
+    add_size_argument(parser, (256, 512), "frame size")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.set_defaults(func=run)
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from openset_perception.data.synthetic_streets import write_synthetic_streets
 
     splits = {"train": args.train, "val": args.val, "test": args.test}
-    write_synthetic_streets(args.out, splits=splits, seed=args.seed, height=args.height, width=args.width)
+    write_synthetic_streets(args.out, splits=splits, seed=args.seed, height=args.size[0], width=args.size[1])
     counts = ", ".join(f"{name} {n}" for name, n in splits.items())
     print(f"wrote {sum(splits.values())} procedural frames to {args.out} ({counts})")
     return 0

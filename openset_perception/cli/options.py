@@ -59,9 +59,13 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, **
 
 
 def add_size_argument(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: tuple[int, int], what: str
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    default: tuple[int, int],
+    what: str,
+    old_spellings: bool = True,
 ) -> None:
-    """``--size HxW`` (``what`` it sizes), with the old ``--height`` / ``--width`` as deprecated aliases."""
+    """``--size HxW`` (``what`` it sizes); ``old_spellings`` keeps ``--height`` / ``--width`` as
+    deprecated aliases (for the commands that had them)."""
     parser.add_argument(
         "--size",
         type=parse_size,
@@ -69,5 +73,5 @@ def add_size_argument(
         metavar="HxW",
         help=f"{what}, HEIGHTxWIDTH in pixels (default: {default[0]}x{default[1]})",
     )
-    for index, name in enumerate(("--height", "--width")):
+    for index, name in enumerate(("--height", "--width") if old_spellings else ()):
         parser.add_argument(name, dest="size", type=int, action=_SizeComponent, index=index)  # type: ignore[arg-type]
