@@ -43,8 +43,16 @@ SKIPPED: dict[str, str] = {
     "python3 -m pytest": "the test suite itself",
     "export ": "sets the shell environment of the ROS commands that follow",
 }
-# Arguments that reference a user's own data, which a fresh clone does not have.
-USER_DATA = ("/data/",)
+# Arguments that reference a user's own data, which a fresh clone does not have: datasets under /data,
+# the authors' checkpoints a user downloads (model_best.pt), what is imported from them, and a user's
+# own drive recording; and a config whose datasets are under /data (Cityscapes, ADE20k).
+USER_DATA = (
+    "/data/",
+    "model_best.pt",
+    "swiftnet_rn18_cityscapes",
+    "bags/drive",
+    "cityscapes_swiftnet_densehybrid.yaml",
+)
 # Appended to the subcommand's arguments so that each runs in seconds.
 SMALLER: dict[str, list[str]] = {
     "make-streets": ["--train", "2", "--val", "2", "--test", "2", "--height", "64", "--width", "128"],
@@ -121,6 +129,12 @@ def test_every_skip_rule_matches_a_readme_command() -> None:
     commands = shell_commands(README.read_text())
     unused = [prefix for prefix in SKIPPED if not any(c.startswith(prefix) for c in commands)]
     assert not unused, f"skip rules that match no README command (remove them): {unused}"
+
+
+def test_every_user_data_marker_matches_a_readme_command() -> None:
+    commands = shell_commands(README.read_text())
+    unused = [marker for marker in USER_DATA if not any(marker in c for c in commands)]
+    assert not unused, f"user-data markers that match no README command (remove them): {unused}"
 
 
 def test_shell_commands_join_continuations_and_drop_comments() -> None:
