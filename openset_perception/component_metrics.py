@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openset_perception.depth import DepthBins
+from openset_perception.depth_bins import DepthBins
 from openset_perception.objects import label_components, per_component_median
 
 VOID = 255

@@ -126,6 +126,7 @@ class Segmenter:
         self.precision = resolve_precision(precision, self.device)
         self.card = card
         self._pad_multiple = int(getattr(getattr(model, "backbone", None), "pad_multiple", 32))
+        self._align_corners = bool(getattr(getattr(model, "backbone", None), "align_corners", False))
         self._onnx = None
         if execution_provider == "auto":
             execution_provider = None
@@ -267,10 +268,13 @@ class Segmenter:
             out = self._network(x)
         with self._timed("scoring", timings):
             method, temperature = self.score_method, self.score_temperature
-            if resize or with_logits:
+            # The fused row-block upsampling is bilinear with align_corners=False; a backbone trained with
+            # align_corners=True (NVIDIA's DeepLabV3+) is upsampled whole, as it was trained.
+            if resize or with_logits or self._align_corners:
+                size = x.shape[-2:]
                 full = type(out)(
-                    *(resize_to(t, x.shape[-2:]) for t in out[:2]),
-                    [resize_to(p, x.shape[-2:]) for p in out.probe_logits],
+                    *(resize_to(t, size, align_corners=self._align_corners) for t in out[:2]),
+                    [resize_to(p, size, align_corners=self._align_corners) for p in out.probe_logits],
                 )
                 out = _crop_and_resize(full, (net_height, net_width), (height, width))
                 semantic, score = classes_and_anomaly_score(out, method, temperature)

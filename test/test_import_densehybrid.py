@@ -80,7 +80,7 @@ def engine_outputs(segmenter: Segmenter) -> tuple[DenseMaps, torch.Tensor]:
     """The engine's full-resolution maps of the parity image, and the inlier logit (B, 1, H, W)."""
     batch = hwc_batch_to_tensor([parity_image(*IMAGE_SIZE, IMAGE_SEED)], torch.device("cpu"))
     ood_logit = segmenter.model(normalize(batch, segmenter.card.normalization)).ood_logit
-    return segmenter.dense_maps(batch), ood_logit
+    return segmenter.dense_maps(batch, with_logits=True), ood_logit
 
 
 def imported_segmenter(format_name: str, state: dict[str, torch.Tensor], tmp_path: Path) -> Segmenter:

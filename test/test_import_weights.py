@@ -117,7 +117,7 @@ def test_imported_swiftnet_reproduces_the_authors_logits(format_name: str, tmp_p
     height, width = (int(v) for v in ref["image_size"])
     image = parity_image(height, width, int(ref["seed"]))
     with torch.inference_mode():
-        dense = segmenter.dense_maps(hwc_batch_to_tensor([image], torch.device("cpu")))
+        dense = segmenter.dense_maps(hwc_batch_to_tensor([image], torch.device("cpu")), with_logits=True)
     theirs = ref["logits"].astype(np.float32)
     assert dense.logits.shape == theirs.shape
     assert np.abs(dense.logits.numpy() - theirs).max() <= LOGIT_ATOL

@@ -126,7 +126,9 @@ def test_folding_batchnorm_keeps_the_function(backbone: str) -> None:
         norms_before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
         folded = fold_batchnorm(model, torch.zeros(1, 3, 64, 64))
         after = model(x)
-    assert folded > 0
+    # The SwiftNet pyramid shares each encoder convolution between its scales, each with its own
+    # BatchNorm: a shared output is never folded, so nothing folds there; every other backbone folds.
+    assert folded > 0 or backbone == "swiftnet_rn18_pyramid"
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == norms_before - folded
     for got, expected in ((after.logits, before.logits), (after.ood_logit, before.ood_logit)):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())

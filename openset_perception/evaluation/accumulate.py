@@ -34,7 +34,7 @@ from openset_perception.component_metrics import (
     ComponentMetricAccumulator,
     ComponentOptions,
 )
-from openset_perception.depth import DepthBins
+from openset_perception.depth_bins import DepthBins
 from openset_perception.metrics import (
     DEFAULT_BINNED_BITS,
     DEFAULT_DISTANCE_EDGES_M,
