@@ -34,7 +34,7 @@ from openset_perception.image_codec import DEFAULT_MAX_PIXELS
 from openset_perception.models import ArchitectureSpec, OpenSetSegmenter, build_model
 from openset_perception.models.registry import check_backbone_kwargs
 from openset_perception.preprocess import Normalization
-from openset_perception.scoring import SCORE_METHODS
+from openset_perception.scoring import check_score_method
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,9 +141,7 @@ class ModelCard(StrictModel):
     @field_validator("score_method")
     @classmethod
     def _known_score_method(cls, method: str) -> str:
-        if method not in SCORE_METHODS:
-            raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
-        return method
+        return check_score_method(method)
 
     @field_validator("threshold")
     @classmethod

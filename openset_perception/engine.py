@@ -36,6 +36,7 @@ from openset_perception.row_blocks import tracing
 from openset_perception.scoring import (
     MOOSE_METHODS,
     SCORE_METHODS,
+    check_score_method,
     classes_and_anomaly_score,
     open_set_from_semantic,
 )
@@ -184,8 +185,7 @@ class Segmenter:
 
     @score_method.setter
     def score_method(self, method: str) -> None:
-        if method not in SCORE_METHODS:
-            raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+        check_score_method(method)
         if method in INLIER_HEAD_METHODS and not self.card.inlier_head_trained:
             working = [m for m in SCORE_METHODS if m not in INLIER_HEAD_METHODS + MOOSE_METHODS]
             raise ValueError(

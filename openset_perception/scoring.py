@@ -30,6 +30,13 @@ SCORE_METHODS = (
 MOOSE_METHODS = ("moose_msp", "moose_entropy", "moose_max_logit")
 
 
+def check_score_method(method: str) -> str:
+    """``method`` if it is a known score; ValueError naming the known ones otherwise."""
+    if method not in SCORE_METHODS:
+        raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+    return method
+
+
 class DenseOutputs(Protocol):
     logits: torch.Tensor
     ood_logit: torch.Tensor
@@ -108,8 +115,7 @@ def classes_and_anomaly_score(
     size and cropped to ``crop`` (default: all of it) a block of rows at a time, fused with the
     argmax and the score, with the same results as upsampling first.
     """
-    if method not in SCORE_METHODS:
-        raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
+    check_score_method(method)
     if method in MOOSE_METHODS and not outputs.probe_logits:
         raise ValueError(f"score method '{method}' needs a model with MOoSe probe heads (moose_probes: true)")
 

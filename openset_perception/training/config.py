@@ -17,7 +17,7 @@ from pydantic import Field, Strict, ValidationInfo, field_validator, model_valid
 from openset_perception.config import StrictModel, load_config
 from openset_perception.data.registry import DATASET_NAMES
 from openset_perception.models.registry import check_backbone_kwargs, check_backbone_name
-from openset_perception.scoring import MOOSE_METHODS, SCORE_METHODS
+from openset_perception.scoring import MOOSE_METHODS, check_score_method
 
 Int = Annotated[int, Strict()]
 Real = Annotated[float, Strict()]  # an int is a real number too; a bool or a string is not
@@ -208,9 +208,7 @@ class TrainConfig(StrictModel):
     @field_validator("score_method")
     @classmethod
     def _known_score_method(cls, method: str) -> str:
-        if method not in SCORE_METHODS:
-            raise ValueError(f"unknown score method '{method}'; choose one of {', '.join(SCORE_METHODS)}")
-        return method
+        return check_score_method(method)
 
     @model_validator(mode="after")
     def _stage_requirements(self) -> TrainConfig:
