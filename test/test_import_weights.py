@@ -348,12 +348,25 @@ def test_swiftnet_densehybrid_recipe_fine_tunes_an_imported_model(
     assert np.isfinite(segmenter.segment([frame]).anomaly_score).all()
 
 
-def test_imported_swiftnet_runs_through_evaluate_eval_bag_and_the_node_runtime(
-    swiftnet_checkpoint: Path, fake_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.fixture(scope="module")
+def ldn121_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DenseHybrid authors' LDN-121 with its OOD head, from test_import_densehybrid's generator."""
+    from test_import_densehybrid import authors_state_dict as densehybrid_state_dict
+
+    folder = tmp_path_factory.mktemp("authors_ldn")
+    torch.save(densehybrid_state_dict("densehybrid-ldn121"), folder / "ldn121.pt")
+    import_weights("densehybrid-ldn121", folder / "ldn121.pt", folder / "ldn121.safetensors")
+    return folder / "ldn121.safetensors"
+
+
+@pytest.mark.parametrize("imported", ["swiftnet_checkpoint", "ldn121_checkpoint"])
+def test_imported_model_runs_through_evaluate_eval_bag_and_the_node_runtime(
+    imported: str, request, fake_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The imported checkpoint needs nothing special: evaluate, make-bag + eval-bag, InferencePipeline."""
+    checkpoint_path = request.getfixturevalue(imported)
     laf = fake_dataset("fishyscapes_laf")
-    checkpoint = str(swiftnet_checkpoint)
+    checkpoint = str(checkpoint_path)
     evaluate = ["evaluate", "--checkpoint", checkpoint, "--dataset", laf.name, "--root", str(laf.root)]
     assert main([*evaluate, "--out", str(tmp_path / "eval"), "--exact", "--no-progress"]) == 0
     bag = tmp_path / "bag"
@@ -371,7 +384,7 @@ def test_imported_swiftnet_runs_through_evaluate_eval_bag_and_the_node_runtime(
     assert dataset_metrics["anomaly"]["ap"] == pytest.approx(bag_metrics["anomaly"]["ap"], abs=1e-6)
     assert dataset_metrics["anomaly"]["fpr95"] == pytest.approx(bag_metrics["anomaly"]["fpr95"], abs=1e-6)
 
-    segmenter = Segmenter.from_checkpoint(swiftnet_checkpoint, device="cpu")
+    segmenter = Segmenter.from_checkpoint(checkpoint_path, device="cpu")
     pipeline = InferencePipeline(segmenter, runtime_settings({}))
     image = laf.samples[0].image
     header = FACTORIES.header(1_000_000_000, "camera_optical")
