@@ -241,7 +241,7 @@ def build_segmenter(config: BenchmarkConfig) -> Segmenter:
         torch.manual_seed(config.seed)
         card = random_weights_card(config.backbone, config.num_classes, config.model_width)
         model = build_model(card.architecture)
-    # The benchmark owns its model: BatchNorm is folded as from_checkpoint folds it.
+    # The benchmark owns its model: folded and channels-last, as from_checkpoint makes it.
     return Segmenter(
         model,
         card,
@@ -249,7 +249,7 @@ def build_segmenter(config: BenchmarkConfig) -> Segmenter:
         precision=config.precision,
         runtime=config.runtime,
         execution_provider=config.execution_provider,
-        fold_batchnorm=True,
+        owns_model=True,
     )
 
 

@@ -8,8 +8,9 @@ binning) run on the model's device; only the final uint8/float32 maps travel bac
 Two runtimes run the network and share everything else: ``torch`` (PyTorch eager; BatchNorm folded
 into the convolutions when the engine owns the model) and ``onnxruntime`` (the exported network
 through its CPU, CUDA or TensorRT execution providers, see ``onnx_runtime``). Either way the network
-stops at its output stride, and the upsampling to full resolution is fused with the argmax and the
-score a block of rows at a time, so the K x H x W logits exist only for a caller that asks.
+stops at its output stride; on a CPU the upsampling to full resolution, the argmax and the score then
+run as one compiled kernel (``kernels.upsample_score``), so the K x H x W logits exist only for a
+caller that asks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from openset_perception.checkpoint import ModelCard, load_checkpoint
 from openset_perception.depth import DepthBins, DepthBinStats, depth_bin_statistics
+from openset_perception.host_memory import keep_freed_memory
 from openset_perception.models.blocks import resize_to
 from openset_perception.models.fold import fold_batchnorm as fold_model_batchnorm
 from openset_perception.models.segmenter import SegmenterOutput
@@ -65,7 +67,7 @@ class DenseMaps:
     """Full-resolution device tensors, for callers that keep computing on the device (validation)."""
 
     logits: torch.Tensor | None  # (B,K,H,W) float, only when asked for (with_logits)
-    semantic: torch.Tensor  # (B,H,W) int64 closed-set argmax
+    semantic: torch.Tensor  # (B,H,W) closed-set argmax: uint8, int64 for models of 255 classes or more
     score: torch.Tensor  # (B,H,W) float32
 
 
@@ -104,10 +106,11 @@ class Segmenter:
     """A loaded model plus its card, ready to segment batches of HxWx3 uint8 RGB frames.
 
     ``runtime``: ``torch`` or ``onnxruntime`` (needs the onnxruntime package; ``execution_provider``
-    forces tensorrt, cuda or cpu). ``fold_batchnorm`` folds the model's BatchNorm into its
-    convolutions in place (torch runtime; onnxruntime folds by itself): faster, equal up to float
-    rounding, and the caller's model changes, so only an owner of the model (``from_checkpoint``)
-    turns it on.
+    forces tensorrt, cuda or cpu). ``owns_model``: the engine may change the model in place for
+    speed (torch runtime; onnxruntime does the same in its graph): BatchNorm folded into the
+    convolutions (equal up to float rounding) and channels-last weights. Only an owner of the model
+    (``from_checkpoint``, the benchmark) says so; a training loop's model stays as it is, except for
+    channels-last weights on a GPU.
     """
 
     def __init__(
@@ -118,12 +121,14 @@ class Segmenter:
         precision: str = "fp32",
         runtime: str = "torch",
         execution_provider: str | None = None,
-        fold_batchnorm: bool = False,
+        owns_model: bool = False,
         warn_uncalibrated: bool = True,
     ) -> None:
         check_runtime(runtime)
         self.runtime = runtime
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each frame reuses the last one's pages instead of faulting in new ones
         self.precision = resolve_precision(precision, self.device)
         self.card = card
         self._pad_multiple = int(getattr(getattr(model, "backbone", None), "pad_multiple", 32))
@@ -140,13 +145,18 @@ class Segmenter:
             self.precision = self._onnx.precision
         else:
             self.model = model.to(self.device).eval()
-            if fold_batchnorm:
+            if owns_model:
                 example = torch.zeros(
                     (1, 3, 2 * self._pad_multiple, 2 * self._pad_multiple), device=self.device
                 )
                 LOGGER.debug("folded %d BatchNorm layers", fold_model_batchnorm(self.model, example))
-            if self.device.type == "cuda":
-                self.model = self.model.to(memory_format=torch.channels_last)
+        # Channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN on the CPU, 2 MP
+        # frames: shipped model 140 -> 90 ms, swiftnet_rn18 1250 -> 1010 ms, docs/benchmarks.md).
+        # onnxruntime's graph takes standard (NCHW) input.
+        channels_last = self._onnx is None and (owns_model or self.device.type == "cuda")
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self._input_buffer: torch.Tensor | None = None
         self.score_method = card.score_method
         self.score_temperature = card.score_temperature
@@ -172,7 +182,7 @@ class Segmenter:
             precision=precision,
             runtime=runtime,
             execution_provider=execution_provider,
-            fold_batchnorm=True,
+            owns_model=True,
         )
 
     @property
@@ -259,16 +269,19 @@ class Segmenter:
             else:
                 # The padded input buffer is reused frame to frame (not while an exporter traces).
                 reuse = None if tracing() else self._input_buffer
-                x = normalize_padded(batch, self.card.normalization, self._pad_multiple, reuse)
+                x = normalize_padded(
+                    batch, self.card.normalization, self._pad_multiple, reuse, self._memory_format
+                )
                 self._input_buffer = None if tracing() else x
                 net_height, net_width = height, width
-            if self.device.type == "cuda" and self._onnx is None:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self._memory_format)
         with self._timed("network", timings):
             out = self._network(x)
         with self._timed("scoring", timings):
             method, temperature = self.score_method, self.score_temperature
-            # The fused row-block upsampling is bilinear with align_corners=False; a backbone trained with
+            # Open-set maps hold label K as well, so uint8 takes up to 254 classes.
+            classes_dtype = torch.uint8 if self.num_classes < 255 else torch.int64
+            # The fused upsampling is bilinear with align_corners=False; a backbone trained with
             # align_corners=True (NVIDIA's DeepLabV3+) is upsampled whole, as it was trained.
             if resize or with_logits or self._align_corners:
                 size = x.shape[-2:]
@@ -277,13 +290,20 @@ class Segmenter:
                     [resize_to(p, size, align_corners=self._align_corners) for p in out.probe_logits],
                 )
                 out = _crop_and_resize(full, (net_height, net_width), (height, width))
-                semantic, score = classes_and_anomaly_score(out, method, temperature)
+                semantic, score = classes_and_anomaly_score(
+                    out, method, temperature, classes_dtype=classes_dtype
+                )
             else:
                 semantic, score = classes_and_anomaly_score(
-                    out, method, temperature, upsample=tuple(x.shape[-2:]), crop=(height, width)
+                    out,
+                    method,
+                    temperature,
+                    upsample=tuple(x.shape[-2:]),
+                    crop=(height, width),
+                    classes_dtype=classes_dtype,
                 )
             # Saturated fp16 heads can still produce inf after the float32 cast; keep the contract: finite.
-            score = torch.nan_to_num(score, nan=0.0, posinf=1e30, neginf=-1e30)
+            score = score.nan_to_num_(nan=0.0, posinf=1e30, neginf=-1e30)  # in place: a fresh map
         return DenseMaps(logits=out.logits if with_logits else None, semantic=semantic, score=score)
 
     def _network(self, x: torch.Tensor) -> SegmenterOutput:
@@ -291,7 +311,17 @@ class Segmenter:
         if self._onnx is not None:
             return SegmenterOutput(*self._onnx(x))
         with self._autocast():
-            return self.model(x, upsample=False)
+            out = self.model(x, upsample=False)
+
+        # Post-processing reads float32 (B,K,h,w) maps in their standard layout (PyTorch's channels-last
+        # bilinear kernel rounds differently from the one the CPU kernel reproduces); at the output
+        # stride the conversion is cheap.
+        def standard(t: torch.Tensor) -> torch.Tensor:
+            return t.float().contiguous()
+
+        return SegmenterOutput(
+            standard(out.logits), standard(out.ood_logit), [standard(p) for p in out.probe_logits]
+        )
 
     def _depth_report(
         self, score: torch.Tensor, depth_list: list[np.ndarray | None]
@@ -303,7 +333,9 @@ class Segmenter:
         chosen = [depth_list[i] for i in with_depth]
         stacked = chosen[0][None] if len(chosen) == 1 else np.stack(chosen)  # one camera: no copy
         depth = torch.from_numpy(stacked).to(self.device)
-        stats = depth_bin_statistics(score[with_depth], depth, self.threshold, self.depth_bins)
+        # Every frame with depth (the usual case): no copy of the scores.
+        scores = score if len(with_depth) == len(depth_list) else score[with_depth]
+        stats = depth_bin_statistics(scores, depth, self.threshold, self.depth_bins)
         for i, frame_stats in zip(with_depth, stats, strict=True):
             report[i] = frame_stats
         return report

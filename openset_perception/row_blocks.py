@@ -7,23 +7,17 @@ thread, measured for issue 2). Row blocks keep the temporaries small and reused.
 routed here acts on each pixel independently, so results equal the whole-map ones up to float
 rounding (a block's reduction may vectorise in another order).
 
-``upsampled_in_row_blocks`` goes one step further for maps at the network's output stride: each
-block of output rows is upsampled from the few input rows it needs, so the full-resolution maps
-(the K x H x W logits) never exist at all.
-
 Blocks are used only where they help and cannot hurt: CPU tensors, no autograd graph, and not while
 torch.compile, torch.export or the ONNX exporter traces (a traced loop would bake in the size).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 BLOCK_ELEMENTS = 1 << 20  # 4 MB of float32 per input block: small enough to stay out of mmap
-SMALL_OUTPUT_KERNEL_LIMIT = 128  # upsample_bilinear2d on a CPU: H + W <= 128 takes a vectorised kernel
 
 
 def tracing() -> bool:
@@ -65,61 +59,3 @@ def in_row_blocks(fn: Callable[..., MapOrMaps], *maps: torch.Tensor) -> MapOrMap
     if isinstance(blocks[0], tuple):
         return tuple(torch.cat(parts, dim=-2) for parts in zip(*blocks, strict=True))
     return torch.cat(blocks, dim=-2)
-
-
-def upsampled_in_row_blocks(
-    fn: Callable[..., MapOrMaps], maps: Sequence[torch.Tensor], size: tuple[int, int], crop: tuple[int, int]
-) -> MapOrMaps:
-    """``fn(*(u[..., :crop_h, :crop_w]))`` for the ``maps`` (..., h, w) bilinearly upsampled to ``size``.
-
-    Equal bit for bit to upsampling whole and then calling ``fn`` in row blocks, when ``size`` is a
-    power-of-two multiple of the maps' height (the network's output stride of a padded input): then
-    the upsampling of a slice of input rows computes exactly the source positions and weights the
-    whole map would, so each block upsamples only the input rows under it, plus one row of margin on
-    either side for the bilinear neighbours. Any other geometry (and tracing, autograd, CUDA)
-    upsamples whole.
-    """
-    height, width = size
-    crop_height, crop_width = crop
-    in_rows = maps[0].shape[-2]
-    factor = height // in_rows
-    same_rows = all(m.shape[-2] == in_rows for m in maps)
-    exact = same_rows and factor >= 1 and height == factor * in_rows and factor & (factor - 1) == 0
-    # PyTorch picks another bilinear kernel for outputs of height + width <= 128 and for
-    # channels-last maps; a block must meet the kernel the whole map would.
-    exact = exact and width > SMALL_OUTPUT_KERNEL_LIMIT and all(m.is_contiguous() for m in maps)
-    per_row = sum(m[..., 0, 0].numel() for m in maps) * width  # elements of one upsampled row
-    rows_per_block = max(factor, BLOCK_ELEMENTS // max(per_row, 1) // factor * factor)
-    if (
-        tracing()
-        or not exact
-        or maps[0].device.type != "cpu"
-        or crop_height <= rows_per_block
-        or (torch.is_grad_enabled() and any(m.requires_grad for m in maps))
-    ):
-        return fn(*(_upsample(m, size)[..., :crop_height, :crop_width] for m in maps))
-    blocks = []
-    for start in range(0, crop_height, rows_per_block):
-        stop = min(start + rows_per_block, crop_height)
-        first = max(start // factor - 1, 0)
-        last = min(-(-stop // factor) + 1, in_rows)
-        offset = start - first * factor
-        blocks.append(
-            fn(
-                *(
-                    _upsample(m[..., first:last, :], ((last - first) * factor, width))[
-                        ..., offset : offset + stop - start, :crop_width
-                    ]
-                    for m in maps
-                )
-            )
-        )
-    if isinstance(blocks[0], tuple):
-        return tuple(torch.cat(parts, dim=-2) for parts in zip(*blocks, strict=True))
-    return torch.cat(blocks, dim=-2)
-
-
-def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

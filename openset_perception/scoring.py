@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from openset_perception.row_blocks import in_row_blocks, upsampled_in_row_blocks
+from openset_perception.row_blocks import in_row_blocks, tracing
 
 SCORE_METHODS = (
     "densehybrid",
@@ -106,14 +106,17 @@ def classes_and_anomaly_score(
     temperature: float = 1.0,
     upsample: tuple[int, int] | None = None,
     crop: tuple[int, int] | None = None,
+    classes_dtype: torch.dtype = torch.int64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted_classes, anomaly_score)`` of the outputs from one pass over the logits.
 
     What a deployed segmenter needs every frame. The per-pixel class maximum behind the argmax also
     serves the scores built on it, and on a CPU each block of logits is read while still in cache.
-    ``upsample``: the outputs are at the network's stride; they are upsampled (bilinear) to this
-    size and cropped to ``crop`` (default: all of it) a block of rows at a time, fused with the
-    argmax and the score, with the same results as upsampling first.
+    ``upsample``: the outputs are at the network's stride; they are upsampled (bilinear,
+    ``align_corners=False``) to this size and cropped to ``crop`` (default: all of it). On a CPU the
+    upsampling, argmax and score run as one kernel (``kernels.upsample_score``), so the K x H x W
+    logits never exist; the classes equal upsampling first bit for bit, the scores up to rounding.
+    ``classes_dtype``: int64, or uint8 for fewer than 256 classes.
     """
     check_score_method(method)
     if method in MOOSE_METHODS and not outputs.probe_logits:
@@ -125,10 +128,25 @@ def classes_and_anomaly_score(
         class_max, classes = logits.max(dim=1)
         return classes, _score(method, temperature, logits, ood_logit, probe_logits, class_max)
 
+    crop = crop or upsample
+    if upsample is not None and not outputs.probe_logits and not tracing():
+        from openset_perception.kernels import upsample_score
+
+        if upsample_score.supports(outputs.logits, outputs.ood_logit, upsample, method):
+            return upsample_score.upsampled_classes_and_score(
+                outputs.logits, outputs.ood_logit, upsample, crop, method, temperature, classes_dtype
+            )
     maps = (outputs.logits, outputs.ood_logit, *outputs.probe_logits)
-    if upsample is None:
-        return in_row_blocks(classes_and_score, *maps)
-    return upsampled_in_row_blocks(classes_and_score, maps, upsample, crop or upsample)
+    if upsample is not None:
+        maps = tuple(_upsampled(m, upsample)[..., : crop[0], : crop[1]] for m in maps)
+    classes, score = in_row_blocks(classes_and_score, *maps)
+    return classes.to(classes_dtype), score
+
+
+def _upsampled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _score(

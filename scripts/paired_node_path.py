@@ -10,8 +10,10 @@ non-network share and, per iteration, paired speed-ups over the first variant.
     scripts/paired_node_path.py --baseline /path/to/main/checkout \\
         --checkpoint models/streets_swiftnet_small.safetensors --runtime torch,onnxruntime
     scripts/paired_node_path.py --baseline /path/to/main --backbone swiftnet_rn18 --iterations 15
+    scripts/paired_node_path.py --baseline /path/to/main --runtime torch,onnxruntime,torch:bf16
 
-A baseline checkout predating ``--runtime`` runs its only runtime, torch.
+A variant is a runtime, optionally with a precision (``torch:bf16``: bfloat16 on a CPU with AVX512-BF16
+or AMX). A baseline checkout predating ``--runtime`` runs its only runtime, torch, in fp32.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def worker(args: argparse.Namespace) -> None:
         num_classes=args.num_classes,
     )
     if args.runtime != "baseline":
-        kwargs["runtime"] = args.runtime
+        runtime, _, precision = args.runtime.partition(":")
+        kwargs["runtime"] = runtime
+        kwargs["precision"] = precision or "fp32"
     config = benchmark.BenchmarkConfig(**kwargs)
     segmenter = benchmark.build_segmenter(config)
     paths = benchmark.InferencePaths(
@@ -88,7 +92,9 @@ def main() -> int:
     )
     parser.add_argument("--baseline", type=Path, help="checkout of today's code (its torch path is timed)")
     parser.add_argument(
-        "--runtime", default="torch,onnxruntime", help="this checkout's runtimes, comma-separated"
+        "--runtime",
+        default="torch,onnxruntime",
+        help="this checkout's variants, comma-separated: a runtime, optionally :precision (torch:bf16)",
     )
     parser.add_argument("--backbone", default="swiftnet_rn18")
     parser.add_argument("--checkpoint", help="checkpoint; default random weights (19 classes)")

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from openset_perception.depth import DepthBins, depth_bin_statistics, depth_from_disparity, nearest_anomaly
+from openset_perception.depth import (
+    DepthBins,
+    depth_bin_statistics,
+    depth_from_disparity,
+    depth_table_on_device,
+    nearest_anomaly,
+)
+from openset_perception.kernels.depth_table import depth_table
 
 NAN = math.nan
 
@@ -61,6 +68,23 @@ def test_vectorised_result_equals_a_pixel_loop() -> None:
                 assert stats[f][b].mean_score == pytest.approx(score[f][sel].mean(), rel=1e-5)
             if anomalous.any():
                 assert stats[f][b].nearest_anomaly_m == pytest.approx(depth[f][anomalous].min())
+
+
+@pytest.mark.parametrize("bins", [DepthBins(), DepthBins((2.0, 3.5, 40.0), beyond_last=False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_kernel_table_equals_the_tensor_table(bins: DepthBins, threads: int, monkeypatch) -> None:
+    # Frames of 1500 pixels: the kernel's 1024-pixel chunks and the per-thread slices cross frames.
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(threads)
+    depth = rng.uniform(-5, 70, (3, 30, 50)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.1] = np.nan
+    depth[0, 0, :5] = [0.0, np.inf, -np.inf, 2.0, 40.0]
+    score = rng.normal(size=depth.shape).astype(np.float32)
+    kernel = depth_table(score.reshape(3, -1), depth.reshape(3, -1), bins.edges_m, bins.beyond_last, 0.5)
+    tensors = depth_table_on_device(torch.from_numpy(score), torch.from_numpy(depth), 0.5, bins)
+    assert kernel.shape == tensors.shape == (3, len(bins.ranges) + 1, 5)
+    assert np.array_equal(kernel[..., [0, 1, 3, 4]], tensors[..., [0, 1, 3, 4]])
+    np.testing.assert_allclose(kernel[..., 2], tensors[..., 2], rtol=1e-5, atol=1e-4)
 
 
 def test_depth_from_disparity() -> None:

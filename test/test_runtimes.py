@@ -2,7 +2,8 @@
 
 Parity thresholds are the issue's: labels identical on >= 99.99 % of pixels and scores within 1e-3
 for onnxruntime vs torch (two implementations of every kernel); labels bit-identical and scores
-within 1e-4 for the fused upsample + argmax + score vs upsampling the logits whole.
+within 1e-4 for the fused upsample + argmax + score (the CPU kernel, test_upsample_kernel.py) vs
+upsampling the logits whole.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import make_tiny_card, make_tiny_model
 from torch import nn
 
 from openset_perception import onnx_runtime, row_blocks
 from openset_perception.checkpoint import ModelCard
 from openset_perception.engine import Segmenter
+from openset_perception.kernels import upsample_score
 from openset_perception.models import BACKBONE_NAMES, ArchitectureSpec, build_model
 from openset_perception.models.fold import fold_batchnorm
 from openset_perception.preprocess import Normalization, normalize, normalize_padded, pad_to_multiple
-from openset_perception.row_blocks import upsampled_in_row_blocks
 from openset_perception.scoring import MOOSE_METHODS, SCORE_METHODS
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "streets_swiftnet_small.safetensors"
@@ -53,26 +53,8 @@ def graph_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
 # --- fused vs unfused ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rows", [7, 16, 33])
-def test_blockwise_upsampling_equals_the_whole_map_bit_for_bit(rows: int, small_blocks) -> None:
-    generator = torch.Generator().manual_seed(rows)
-    maps = [10 * torch.randn((2, 5, rows, 40), generator=generator), torch.randn((2, 1, rows, 40))]
-    size, crop = (4 * rows, 160), (4 * rows - 3, 157)
-    blocks: list[int] = []
-
-    def identity(*upsampled):
-        blocks.append(upsampled[0].shape[-2])
-        return upsampled
-
-    fused = upsampled_in_row_blocks(identity, maps, size, crop)
-    whole = [F.interpolate(m, size=size, mode="bilinear", align_corners=False)[..., :157] for m in maps]
-    assert len(blocks) > 2  # the map really was cut into blocks
-    for got, expected in zip(fused, whole, strict=True):
-        assert torch.equal(got, expected[..., : crop[0], :])
-
-
 @pytest.mark.parametrize("method", SCORE_METHODS)
-def test_fused_postprocessing_equals_unfused(method: str, small_blocks) -> None:
+def test_fused_postprocessing_equals_unfused(method: str, small_blocks, monkeypatch) -> None:
     # MOoSe probes read pyramid branches, which DeepLabV3+ has and SwiftNet does not.
     probes = method in MOOSE_METHODS
     backbone, kwargs = ("deeplabv3plus_r50", {}) if probes else ("swiftnet_rn18", {"width": 0.125})
@@ -80,10 +62,20 @@ def test_fused_postprocessing_equals_unfused(method: str, small_blocks) -> None:
         architecture=ArchitectureSpec(backbone, 8, kwargs, moose_probes=probes), score_method=method
     )
     segmenter = Segmenter(make_tiny_model(card), card, device="cpu")
-    batch = _batch(_frames(2, 61, 150))  # padded to 64 x 160: wide enough for the blocked kernel
+    batch = _batch(_frames(2, 61, 150))  # padded to 64 x 160: large enough for the CPU kernel
+    for channels in (1, 8):  # the kernel's one-off checks against PyTorch, before counting calls
+        upsample_score.matches_pytorch(channels, torch.get_num_threads())
+    kernel_calls = []
+    kernel = upsample_score.upsampled_classes_and_score
+    monkeypatch.setattr(
+        upsample_score,
+        "upsampled_classes_and_score",
+        lambda *a, **k: kernel_calls.append(1) or kernel(*a, **k),
+    )
     with torch.inference_mode():
         fused = segmenter.dense_maps(batch)
         unfused = segmenter.dense_maps(batch, with_logits=True)
+    assert len(kernel_calls) == (method in upsample_score.KERNEL_METHODS)  # the unfused path never uses it
     assert fused.logits is None and unfused.logits.shape == (2, 8, 61, 150)
     assert torch.equal(fused.semantic, unfused.semantic)
     torch.testing.assert_close(fused.score, unfused.score, rtol=0, atol=1e-4)
@@ -93,21 +85,29 @@ def test_fused_postprocessing_equals_unfused(method: str, small_blocks) -> None:
 # --- preprocessing and BatchNorm folding -----------------------------------------------------------
 
 
-def test_normalize_padded_equals_normalize_then_pad_and_reuses_its_buffer() -> None:
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_normalize_padded_equals_normalize_then_pad_and_reuses_its_buffer(memory_format) -> None:
     images = _batch(_frames(2, 45, 70))
     normalization = Normalization()
     expected, _ = pad_to_multiple(normalize(images, normalization), 32)
-    first = normalize_padded(images, normalization, 32)
-    assert torch.equal(first, expected)
+    first = normalize_padded(images, normalization, 32, memory_format=memory_format)
+    assert torch.equal(first, expected) and first.is_contiguous(memory_format=memory_format)
     other = _batch(_frames(2, 45, 70, seed=1))
-    second = normalize_padded(other, normalization, 32, out=first)
+    second = normalize_padded(other, normalization, 32, out=first, memory_format=memory_format)
     assert second.data_ptr() == first.data_ptr()
     assert torch.equal(second, pad_to_multiple(normalize(other, normalization), 32)[0])
     # A smaller frame with the same padded size must not see the larger one in its margins.
     smaller = _batch(_frames(2, 40, 66, seed=2))
-    third = normalize_padded(smaller, normalization, 32, out=second)
+    third = normalize_padded(smaller, normalization, 32, out=second, memory_format=memory_format)
     assert third.data_ptr() == first.data_ptr()
     assert torch.equal(third, pad_to_multiple(normalize(smaller, normalization), 32)[0])
+    # A buffer of the other layout is not reused.
+    other_format = (
+        torch.channels_last if memory_format == torch.contiguous_format else torch.contiguous_format
+    )
+    fourth = normalize_padded(smaller, normalization, 32, out=third, memory_format=other_format)
+    assert fourth.data_ptr() != first.data_ptr() and fourth.is_contiguous(memory_format=other_format)
+    assert torch.equal(fourth, third)
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
@@ -214,30 +214,35 @@ def _with_batch_statistics(model: nn.Module, card: ModelCard) -> nn.Module:
     return model.eval()
 
 
-def test_graphs_are_cached_per_size(graph_cache: Path, monkeypatch, caplog) -> None:
+def test_graphs_are_cached_per_batch_and_size(graph_cache: Path, monkeypatch, caplog) -> None:
     pytest.importorskip("onnxruntime")
     card = make_tiny_card()
     model = make_tiny_model(card, seed=5)
     Segmenter(model, card, device="cpu", runtime="onnxruntime").segment(list(_frames(1, 40, 72)))
-    # A second engine for the same model and size must not export again; a new size must.
-    exports: list[tuple[int, int]] = []
+    # A second engine for the same model and shape must not export again; a new batch or size must.
+    exports: list[tuple[int, int, int]] = []
     real_export = onnx_runtime.export_network_graph
 
-    def counting_export(model, path, height, width, precision):
-        exports.append((height, width))
-        real_export(model, path, height, width, precision)
+    def counting_export(model, path, batch, height, width, precision):
+        exports.append((batch, height, width))
+        real_export(model, path, batch, height, width, precision)
 
     monkeypatch.setattr(onnx_runtime, "export_network_graph", counting_export)
     engine = Segmenter(model, card, device="cpu", runtime="onnxruntime")
     with caplog.at_level(logging.INFO, logger="openset_perception.onnx_runtime"):
+        engine.segment(list(_frames(1, 40, 72)))
         engine.segment(list(_frames(2, 40, 72)))
         engine.segment(list(_frames(1, 33, 100)))
         engine.segment(list(_frames(1, 33, 100)))
-    assert exports == [(64, 128)]  # padded to the stride
-    assert "cached graph for 64x96" in caplog.text
+    assert exports == [(2, 64, 96), (1, 64, 128)]  # padded to the stride
+    assert "cached graph for 1 x 64x96" in caplog.text
     names = sorted(p.name for p in (graph_cache / "onnx").glob("swiftnet_rn18_*.onnx"))
-    assert any(n.startswith("swiftnet_rn18_64x96_fp32_") for n in names)
-    assert any(n.startswith("swiftnet_rn18_64x128_fp32_") for n in names)
+    for prefix in (
+        "swiftnet_rn18_b1_64x96_fp32_",
+        "swiftnet_rn18_b2_64x96_fp32_",
+        "swiftnet_rn18_b1_64x128_fp32_",
+    ):
+        assert any(n.startswith(prefix) for n in names)
 
 
 def test_sessions_do_not_spin() -> None:
