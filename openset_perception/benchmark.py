@@ -314,8 +314,7 @@ class InferencePaths:
             # The exported graph is the whole network; its inlier head is one 1x1 convolution more.
             logits = resize_to(segmenter._network(x).logits, x.shape[-2:])
         else:
-            if segmenter.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=segmenter.input_memory_format)
             with _autocast(segmenter.device, segmenter.precision):
                 logits = self.closed_set_network(x)
         logits = logits[..., :net_height, :net_width]

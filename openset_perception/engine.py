@@ -186,6 +186,11 @@ class Segmenter:
         )
 
     @property
+    def input_memory_format(self) -> torch.memory_format:
+        """The layout the network takes its input in (channels-last for a torch model the engine owns)."""
+        return self._memory_format
+
+    @property
     def num_classes(self) -> int:
         return self.card.num_classes
 
@@ -274,7 +279,7 @@ class Segmenter:
                 )
                 self._input_buffer = None if tracing() else x
                 net_height, net_width = height, width
-            x = x.contiguous(memory_format=self._memory_format)
+            x = x.contiguous(memory_format=self.input_memory_format)
         with self._timed("network", timings):
             out = self._network(x)
         with self._timed("scoring", timings):

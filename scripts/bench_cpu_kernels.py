@@ -5,7 +5,8 @@ Interleaved medians over ``--iterations`` runs, one line per stage, on synthetic
 (stride-4 outputs of 8 and 19 classes, a road-like depth ramp with 5 % holes, a uint8 noise frame):
 
 - upsample + argmax + score: ``kernels.upsample_score`` vs ``F.interpolate`` of the whole maps, then
-  ``scoring``'s row-block argmax and DenseHybrid score (the engine's path for other geometries);
+  ``scoring``'s row-block argmax and DenseHybrid score (the engine's path for other geometries), and
+  the kernel for the classes alone (what DenseHybrid's score adds on top of a closed-set argmax);
 - depth table: ``kernels.depth_table`` vs ``depth.depth_table_on_device`` (the GPU formulation);
 - preprocessing: ``normalize_padded`` into a reused buffer, standard vs channels-last layout;
 - page faults per frame of the whole engine (torch runtime), with and without ``keep_freed_memory``
@@ -66,7 +67,11 @@ def upsample_and_score(classes: int, iterations: int) -> dict[str, float]:
     def kernel() -> object:
         return upsampled_classes_and_score(logits, ood, size, size, "densehybrid", 1.0, torch.uint8)
 
-    return interleaved({"pytorch": pytorch, "kernel": kernel}, iterations)
+    def kernel_classes_only() -> object:  # what a closed-set segmenter needs: max_logit is the maximum
+        return upsampled_classes_and_score(logits, ood, size, size, "max_logit", 1.0, torch.uint8)
+
+    variants = {"pytorch": pytorch, "kernel": kernel, "kernel, classes only": kernel_classes_only}
+    return interleaved(variants, iterations)
 
 
 def depth_table(iterations: int) -> dict[str, float]:

@@ -39,7 +39,12 @@ _EXP_FLOOR = np.float32(-87.0)  # exp(-87) ~ 1.6e-38: the smallest normal float3
 
 @numba.njit(inline="always", error_model="numpy")
 def _blend(first: float, first_weight: float, second: float, second_weight: float) -> np.float32:
-    """PyTorch's float32 bilinear blend: fma(first, first_weight, round(second * second_weight))."""
+    """PyTorch's float32 bilinear blend: fma(first, first_weight, round(second * second_weight)).
+
+    Emulated in float64: the product is exact there and the sum is rounded to float64, then to
+    float32, which equals one rounding of the exact result except in double-rounding ties (about one
+    value in 2^29); ``matches_pytorch`` and the tests compare with PyTorch bit for bit.
+    """
     second_term = np.float32(second * second_weight)
     return np.float32(np.float64(first) * np.float64(first_weight) + np.float64(second_term))
 
@@ -134,13 +139,13 @@ def _source_position(out_index: int, scale: np.float32, in_size: int):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _blended_slot(
-    logits, ood, image, source, keep, blended, blended_row, x_first, x_second, x_first_weight, x_second_weight
-):
+def _blended_slot(logits, ood, image, source, keep, blended, blended_row, columns):
     """Slot of ``blended`` holding source row ``source`` blended horizontally; fills one if needed.
 
-    ``keep``: a slot the current output row still needs (not overwritten), or -1.
+    ``keep``: a slot the current output row still needs (not overwritten), or -1. ``columns``: each
+    output column's two source columns and their weights.
     """
+    x_first, x_second, x_first_weight, x_second_weight = columns
     for slot in range(2):
         if blended_row[slot] == source:
             return slot
@@ -174,6 +179,7 @@ def _rows_kernel(
     for x in range(crop_width):
         position = _source_position(x, scale_x, in_width)
         x_first[x], x_second[x], x_first_weight[x], x_second_weight[x] = position
+    columns = (x_first, x_second, x_first_weight, x_second_weight)
     # Horizontally blended source rows, two at a time (the pair under the current output row).
     channels = num_classes + 1
     blended = np.empty((2, channels, crop_width), np.float32)
@@ -194,32 +200,8 @@ def _rows_kernel(
         if image != blended_image:
             blended_row[:] = -1
             blended_image = image
-        top = _blended_slot(
-            logits,
-            ood,
-            image,
-            y_first,
-            -1,
-            blended,
-            blended_row,
-            x_first,
-            x_second,
-            x_first_weight,
-            x_second_weight,
-        )
-        bottom = _blended_slot(
-            logits,
-            ood,
-            image,
-            y_second,
-            top,
-            blended,
-            blended_row,
-            x_first,
-            x_second,
-            x_first_weight,
-            x_second_weight,
-        )
+        top = _blended_slot(logits, ood, image, y_first, -1, blended, blended_row, columns)
+        bottom = _blended_slot(logits, ood, image, y_second, top, blended, blended_row, columns)
         for c in range(num_classes):
             for x in range(crop_width):
                 row[c, x] = _blend(blended[top, c, x], y_first_weight, blended[bottom, c, x], y_second_weight)
