@@ -150,8 +150,8 @@ class Segmenter:
                     (1, 3, 2 * self._pad_multiple, 2 * self._pad_multiple), device=self.device
                 )
                 LOGGER.debug("folded %d BatchNorm layers", fold_model_batchnorm(self.model, example))
-        # Channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN on the CPU, 2 MP
-        # frames: shipped model 140 -> 90 ms, swiftnet_rn18 1250 -> 1010 ms, docs/benchmarks.md).
+        # Channels-last convolutions are faster on GPUs and on CPUs alike (oneDNN on the CPU; 2 MP
+        # figures from scripts/bench_cpu_kernels.py in docs/benchmarks.md).
         # onnxruntime's graph takes standard (NCHW) input.
         channels_last = self._onnx is None and (owns_model or self.device.type == "cuda")
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format

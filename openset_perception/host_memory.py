@@ -2,8 +2,8 @@
 
 glibc hands blocks above its mmap threshold (128 KiB, raised on the fly to at most 32 MiB) back to
 the OS when they are freed, so the next frame's activations and maps arrive as new pages, each one
-page-faulted on first touch: 41,000 page faults per 2 MP frame for the shipped model on the PyTorch
-runtime, 295 ms a frame instead of 190 ms (``scripts/paired_node_path.py``, docs/benchmarks.md).
+page-faulted on first touch: 26,600 page faults per 2 MP frame for the shipped model on the PyTorch
+runtime, 200 ms a frame instead of 135 ms (``scripts/bench_cpu_kernels.py``, docs/benchmarks.md).
 Raising the thresholds makes glibc keep and reuse those blocks; the price is that the resident
 memory stays at its peak instead of shrinking between frames, which a node that runs the same frame
 size forever wants anyway. onnxruntime's own arena does the same for its network.

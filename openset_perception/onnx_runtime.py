@@ -4,8 +4,8 @@ The graph is the network alone at its output stride (normalised, padded float32 
 inlier logit and probe logits out), so preprocessing and the fused upsample/argmax/score stay the one
 implementation both runtimes share. The pyramid pooling grid follows the aspect ratio, so every input
 size gets its own graph, and so does every batch size: with all shapes static, onnxruntime keeps the
-ladder's upsampling in its blocked (NCHWc) layout instead of converting around every Resize (4 % of
-swiftnet_rn18 at 2 MP). Graphs are cached under
+ladder's upsampling in its blocked (NCHWc) layout instead of converting to and from it around every
+Resize whose size a Shape node computes. Graphs are cached under
 ``$OPENSET_PERCEPTION_CACHE`` (default ``~/.cache/openset_perception``) in ``onnx/``, named by a
 digest of the weights, the model card, the batch and input size, the precision and the versions that
 shape the export; TensorRT keeps its built engines in ``tensorrt/`` beside them.

@@ -9,6 +9,8 @@ Interleaved medians over ``--iterations`` runs, one line per stage, on synthetic
   the kernel for the classes alone (what DenseHybrid's score adds on top of a closed-set argmax);
 - depth table: ``kernels.depth_table`` vs ``depth.depth_table_on_device`` (the GPU formulation);
 - preprocessing: ``normalize_padded`` into a reused buffer, standard vs channels-last layout;
+- the network (BatchNorm folded, as the engine runs it), standard vs channels-last weights and input,
+  for the shipped model and swiftnet_rn18 (random weights, 19 classes);
 - page faults per frame of the whole engine (torch runtime), with and without ``keep_freed_memory``
   (each in a subprocess of its own: glibc's thresholds cannot be set back).
 
@@ -18,6 +20,7 @@ Interleaved medians over ``--iterations`` runs, one line per stage, on synthetic
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -115,6 +118,34 @@ def preprocessing(iterations: int) -> dict[str, float]:
     return interleaved({name: run(name) for name in formats}, iterations)
 
 
+def network_layout(iterations: int) -> dict[str, dict[str, float]]:
+    from openset_perception.checkpoint import load_checkpoint
+    from openset_perception.models import ArchitectureSpec, build_model
+    from openset_perception.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    models = {
+        "shipped": load_checkpoint(REPO / "models" / "streets_swiftnet_small.safetensors")[0],
+        "swiftnet_rn18": build_model(ArchitectureSpec("swiftnet_rn18", 19)),
+    }
+    x = torch.randn((1, 3, 1024, 2048))
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    results = {}
+    for name, model in models.items():
+        model.eval()
+        fold_batchnorm(model, torch.zeros((1, 3, 64, 64)))
+        channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            results[name] = interleaved(
+                {
+                    "standard": lambda m=model: m(x, upsample=False),
+                    "channels-last": lambda m=channels_last: m(x_last, upsample=False),
+                },
+                iterations,
+            )
+    return results
+
+
 def page_faults_worker(keep: bool, threads: int, iterations: int) -> None:
     torch.set_num_threads(threads)
     from openset_perception import benchmark, host_memory
@@ -173,6 +204,8 @@ def main() -> int:
     print(
         f"preprocessing (uint8 HWC -> normalised padded float): {json.dumps(preprocessing(args.iterations))}"
     )
+    layouts = json.dumps(network_layout(max(3, args.iterations // 3)))
+    print(f"network at the output stride, BatchNorm folded: {layouts}")
     faults = json.dumps(page_faults(args.threads, 7))
     print(f"engine frame, shipped model, torch runtime, freed memory: {faults}")
     return 0
