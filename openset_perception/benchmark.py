@@ -250,6 +250,8 @@ def build_segmenter(config: BenchmarkConfig) -> Segmenter:
         runtime=config.runtime,
         execution_provider=config.execution_provider,
         owns_model=True,
+        # Random weights have no threshold by construction; InferencePaths.set_threshold picks one.
+        warn_uncalibrated=config.checkpoint is not None,
     )
 
 
