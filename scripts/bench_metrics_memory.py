@@ -41,7 +41,7 @@ def frame(index: int, height: int, width: int, with_depth: bool):
 def run_mode(mode: str, frames: int, height: int, width: int, with_depth: bool) -> dict:
     from openset_perception.evaluation.accumulate import EvaluationAccumulator
 
-    accumulator = EvaluationAccumulator(2, ["inlier", "other"], mode=mode)
+    accumulator = EvaluationAccumulator(["inlier", "other"], mode=mode)
     baseline = peak_rss_mb()
     update_s = 0.0
     for index in range(frames):

@@ -484,7 +484,7 @@ def test_live_evaluation_pairs_node_outputs_with_ground_truth(
     frame 3 dropped by the node. The report equals the accumulator fed with the same arrays."""
     factories = rosbags_factories(typestore())
     live = LiveEvaluation(segmenter.card.class_names, slop_s=0.01, mode="exact")
-    reference = EvaluationAccumulator(segmenter.num_classes, segmenter.card.class_names, mode="exact")
+    reference = EvaluationAccumulator(segmenter.card.class_names, mode="exact")
 
     def message(pixels: np.ndarray, encoding: str, stamp: int) -> object:
         return numpy_to_image(pixels, encoding, factories.header(stamp, "cam"), msg_factory=factories.image)

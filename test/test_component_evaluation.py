@@ -43,7 +43,7 @@ def _frames(count: int = 5) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 
 def _accumulate(options: ComponentOptions) -> EvaluationAccumulator:
-    accumulator = EvaluationAccumulator(K, TINY_CLASSES, depth_edges=EDGES, components=options)
+    accumulator = EvaluationAccumulator(TINY_CLASSES, depth_edges=EDGES, components=options)
     for score, labels, depth in _frames():
         accumulator.update(score, None, None, gt_anomaly=labels, depth=depth)
     return accumulator
@@ -90,7 +90,7 @@ def test_report_has_the_section_and_the_per_distance_plot(tmp_path: Path) -> Non
 
 
 def test_calibration_accumulator_has_no_component_metrics() -> None:
-    accumulator = EvaluationAccumulator(K, TINY_CLASSES, components=None)
+    accumulator = EvaluationAccumulator(TINY_CLASSES, components=None)
     score, labels, depth = _frames(1)[0]
     accumulator.update(score, None, None, gt_anomaly=labels, depth=depth)
     assert accumulator.compute()["components"] is None
@@ -111,7 +111,7 @@ def test_instance_images_travel_through_the_folder_dataset_into_the_metrics(tmp_
     np.testing.assert_array_equal(sample.instances, instances)
     score = np.where(sample.anomaly == 1, 5.0, -5.0).astype(np.float32)
     for ids, expected in ((None, 1), (sample.instances, 2)):
-        accumulator = EvaluationAccumulator(K, TINY_CLASSES, components=ComponentOptions(0.0, SMALL))
+        accumulator = EvaluationAccumulator(TINY_CLASSES, components=ComponentOptions(0.0, SMALL))
         accumulator.update(score, None, None, gt_anomaly=sample.anomaly, gt_instances=ids)
         section = accumulator.compute()["components"]
         assert section["instances"] == expected and section["f1_mean"] == 1.0

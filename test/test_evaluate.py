@@ -204,7 +204,7 @@ def test_accumulator_hand_computed() -> None:
     depth = np.array([[6, 12, 6, 12], [12, 6, 12, np.nan]], np.float32)
 
     for mode in ("exact", "binned"):
-        accumulator = EvaluationAccumulator(2, ["a", "b"], depth_edges=(5, 10, 15), mode=mode)
+        accumulator = EvaluationAccumulator(["a", "b"], depth_edges=(5, 10, 15), mode=mode)
         accumulator.update(score, semantic_pred, open_pred, gt_semantic=target, depth=depth)
         with pytest.raises(ValueError, match="semantic labels"):
             accumulator.update(score, semantic_pred, open_pred, gt_semantic=np.full_like(target, 5))
@@ -240,7 +240,7 @@ def test_accumulator_hand_computed() -> None:
 
 
 def test_accumulator_without_unknown_labels_reports_no_anomaly_metrics() -> None:
-    accumulator = EvaluationAccumulator(2, ["a", "b"])
+    accumulator = EvaluationAccumulator(["a", "b"])
     labels = np.array([[0, 1], [1, 255]], np.uint8)
     accumulator.update(np.zeros((2, 2), np.float32), labels, labels, gt_semantic=labels)
     metrics = accumulator.compute()

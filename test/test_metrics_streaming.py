@@ -80,7 +80,7 @@ def assert_within_bound(binned: dict, exact: dict) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_binned_within_a_hundredth_of_a_point_of_exact_per_distance_included(case):
     accumulators = {
-        mode: EvaluationAccumulator(2, ["road", "car"], mode=mode) for mode in ("exact", "binned")
+        mode: EvaluationAccumulator(["road", "car"], mode=mode) for mode in ("exact", "binned")
     }
     for scores, labels, depth in frames_for(case):
         for accumulator in accumulators.values():
@@ -282,7 +282,7 @@ def test_smiyc_compatible_reproduces_the_official_evaluator():
 
 def test_two_fold_through_the_evaluation_accumulator():
     rng = np.random.default_rng(6)
-    accumulator = EvaluationAccumulator(2, ["road", "car"], mode="exact", two_fold=True)
+    accumulator = EvaluationAccumulator(["road", "car"], mode="exact", two_fold=True)
     folds: list[list[metrics.OpenSetImage]] = [[], []]
     for index in range(6):
         semantic = rng.integers(0, 2, (30, 40)).astype(np.uint8)
@@ -312,7 +312,7 @@ def test_metrics_imports_without_torch():
 def test_exact_evaluation_stores_each_pixel_once_with_depth(monkeypatch):
     monkeypatch.setattr(metrics._GrowingArray, "MIN_CAPACITY", 1)
     frames = frames_for("heavy_ties", n_frames=3, shape=(60, 80))
-    accumulator = EvaluationAccumulator(2, ["road", "car"], mode="exact")
+    accumulator = EvaluationAccumulator(["road", "car"], mode="exact")
     for scores, labels, depth in frames:
         accumulator.update(scores, None, None, gt_anomaly=labels, depth=depth)
     all_scores = np.concatenate([frame[0].ravel() for frame in frames])

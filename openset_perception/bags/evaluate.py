@@ -92,7 +92,6 @@ def evaluate_bag(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     accumulator = EvaluationAccumulator(
-        segmenter.num_classes,
         segmenter.card.class_names,
         mode=mode,
         protocol=protocol,

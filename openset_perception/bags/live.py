@@ -49,7 +49,6 @@ class LiveEvaluation:
         components: ComponentOptions = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
         self.accumulator = EvaluationAccumulator(
-            len(class_names),
             class_names,
             mode=mode,
             protocol=protocol,

@@ -121,7 +121,6 @@ class EvaluationAccumulator:
 
     def __init__(
         self,
-        num_known: int,
         class_names: Sequence[str],
         depth_edges: Sequence[float] = DEFAULT_DISTANCE_EDGES_M,
         mode: AccumulatorMode = "binned",
@@ -129,10 +128,8 @@ class EvaluationAccumulator:
         two_fold: bool = False,
         components: ComponentOptions | None = DEFAULT_COMPONENT_OPTIONS,
     ) -> None:
-        if len(class_names) != num_known:
-            raise ValueError(f"{len(class_names)} class names for {num_known} known classes")
-        self.num_known = num_known
         self.class_names = list(class_names)
+        self.num_known = len(self.class_names)
         self.mode = mode
         self.protocol = protocol
         self.per_distance = DistanceBinnedAccumulator(
@@ -143,8 +140,8 @@ class EvaluationAccumulator:
         self._shares_distance_pixels = mode == "exact" and protocol == "pooled"
         self._pooled_rest = AnomalyMetricAccumulator(mode, bits=ANOMALY_BITS, protocol=protocol)
         self.two_fold = _TwoFold() if two_fold else None
-        self.closed_confusion = ConfusionMatrixAccumulator(num_known)
-        self.open_confusion = ConfusionMatrixAccumulator(num_known + 1)
+        self.closed_confusion = ConfusionMatrixAccumulator(self.num_known)
+        self.open_confusion = ConfusionMatrixAccumulator(self.num_known + 1)
         # Component-level (SMIYC) metrics; None switches them off (threshold calibration needs none).
         self.component_options = components
         self.components = None

@@ -51,9 +51,7 @@ def calibrate_threshold(
     """
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"target TPR must be in (0, 1], got {tpr}")
-    accumulator = EvaluationAccumulator(
-        segmenter.num_classes, segmenter.card.class_names, mode=mode, components=None
-    )
+    accumulator = EvaluationAccumulator(segmenter.card.class_names, mode=mode, components=None)
     run_frames(
         segmenter,
         dataset,

@@ -174,7 +174,6 @@ def evaluate_dataset(
     out_dir = Path(out_dir)
     started = time.perf_counter()
     accumulator = EvaluationAccumulator(
-        segmenter.num_classes,
         segmenter.card.class_names,
         mode=mode,
         protocol=protocol,

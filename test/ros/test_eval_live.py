@@ -81,7 +81,7 @@ ENCODINGS = {
 
 
 def _reference(frames: list[dict[str, np.ndarray]], class_names: list[str]) -> dict:
-    accumulator = EvaluationAccumulator(K, class_names, mode="exact")
+    accumulator = EvaluationAccumulator(class_names, mode="exact")
     for index, frame in enumerate(frames):
         if index != DROPPED:
             accumulator.update(
