@@ -65,8 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from openset_perception.bags.evaluate import evaluate_bag
     from openset_perception.checkpoint import read_model_card
-    from openset_perception.cli.main import UserError
-    from openset_perception.engine import Segmenter
+    from openset_perception.cli.main import UserError, segmenter_from_arguments
     from openset_perception.evaluation.evaluate import summary_line
 
     for name, value in (("--batch-size", args.batch_size), ("--queue-size", args.queue_size)):
@@ -85,17 +84,9 @@ def run(args: argparse.Namespace) -> int:
         outputs_bag = Path(args.write_outputs) if args.write_outputs else out_dir / "outputs"
         if outputs_bag.exists():
             raise UserError(f"{outputs_bag} already exists; bags are never overwritten")
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint,
-        device=args.device,
-        precision=args.precision,
-        runtime=args.runtime,
-        execution_provider=args.execution_provider,
-    )
+    segmenter = segmenter_from_arguments(args)
     components = component_options(args, segmenter.card.threshold)
     try:
-        if args.score_method:
-            segmenter.score_method = args.score_method
         metrics = evaluate_bag(
             segmenter,
             bag,

@@ -45,8 +45,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
     """Load the checkpoint and open the dataset, turning bad input into one-line user errors."""
     from openset_perception.checkpoint import read_model_card
-    from openset_perception.cli.main import UserError
-    from openset_perception.engine import Segmenter
+    from openset_perception.cli.main import UserError, segmenter_from_arguments
 
     for name, value in (("--batch-size", args.batch_size), ("--frames", args.frames)):
         if value is not None and value < 1:
@@ -68,19 +67,7 @@ def open_inputs(args: argparse.Namespace) -> tuple[Segmenter, Dataset]:
         dataset = open_dataset(args.dataset, root, split=args.split)
     except ValueError as error:
         raise UserError(f"cannot open dataset '{args.dataset}' at {root}: {error}") from error
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint,
-        device=args.device,
-        precision=args.precision,
-        runtime=args.runtime,
-        execution_provider=args.execution_provider,
-    )
-    try:
-        if args.score_method:
-            segmenter.score_method = args.score_method
-    except ValueError as error:
-        raise UserError(str(error)) from error
-    return segmenter, dataset
+    return segmenter_from_arguments(args), dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

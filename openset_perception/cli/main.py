@@ -11,8 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from openset_perception import __version__
+
+if TYPE_CHECKING:
+    from openset_perception.engine import Segmenter
 
 SUBCOMMANDS = (
     "demo",
@@ -83,6 +87,26 @@ def add_engine_arguments(parser: argparse.ArgumentParser, several_runtimes: bool
         help="onnxruntime execution provider; auto: TensorRT, CUDA, CPU as available on a CUDA device, "
         "the CPU on the CPU; default auto",
     )
+
+
+def segmenter_from_arguments(args: argparse.Namespace) -> Segmenter:
+    """The engine for ``args.checkpoint`` with the options ``add_engine_arguments`` added and, when
+    given, ``args.score_method`` (one the model cannot compute is a ``UserError``)."""
+    from openset_perception.engine import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        runtime=args.runtime,
+        execution_provider=args.execution_provider,
+    )
+    if getattr(args, "score_method", None):
+        try:
+            segmenter.score_method = args.score_method
+        except ValueError as error:
+            raise UserError(str(error)) from error
+    return segmenter
 
 
 def add_metric_arguments(parser: argparse.ArgumentParser, grows_with: str) -> None:
