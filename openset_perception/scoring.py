@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from openset_perception.models.blocks import resize_to
 from openset_perception.row_blocks import in_row_blocks, tracing
 
 SCORE_METHODS = (
@@ -138,15 +139,9 @@ def classes_and_anomaly_score(
             )
     maps = (outputs.logits, outputs.ood_logit, *outputs.probe_logits)
     if upsample is not None:
-        maps = tuple(_upsampled(m, upsample)[..., : crop[0], : crop[1]] for m in maps)
+        maps = tuple(resize_to(m, upsample)[..., : crop[0], : crop[1]] for m in maps)
     classes, score = in_row_blocks(classes_and_score, *maps)
     return classes.to(classes_dtype), score
-
-
-def _upsampled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _score(
