@@ -149,9 +149,9 @@ def _blended_slot(logits, ood, image, source, keep, blended, blended_row, column
     for slot in range(2):
         if blended_row[slot] == source:
             return slot
-    slot = 1 if keep == 0 or (keep < 0 and blended_row[0] >= 0 and blended_row[1] < 0) else 0
-    if keep < 0 and blended_row[0] >= 0 and blended_row[1] >= 0:
-        slot = 0 if blended_row[0] < blended_row[1] else 1  # rows only move down: drop the upper one
+    # Without a slot to keep, refill the one of the upper row (rows only move down; empty slots hold -1).
+    upper = 0 if blended_row[0] <= blended_row[1] else 1
+    slot = 1 - keep if keep >= 0 else upper
     blended_row[slot] = source
     num_classes = logits.shape[1]
     for c in range(num_classes + 1):
